@@ -1,0 +1,3 @@
+from ldct.cli import entry
+
+entry()

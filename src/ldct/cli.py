@@ -1,0 +1,72 @@
+"""The ``ldct`` command. Thin: each sub-command lives in ``ldct.commands.<name>`` and calls the library.
+
+User mistakes raise :class:`ldct.errors.LdctError`; :func:`main` prints them as one line on stderr
+(``ldct: error: <file>: <problem>``) and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from ldct.errors import LdctError
+
+app = typer.Typer(
+    name="ldct",
+    help="Low-dose CT denoising: read CT in HU, simulate low dose, train, evaluate, denoise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Each module defines ``register(app)``; listed explicitly (no auto-import by file name).
+COMMAND_MODULES = [
+    "ldct.commands.io_cmds",  # info, convert, preview
+]
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ldct`` console script."""
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 * 1024 * 1024))
+    try:
+        app(args=argv, standalone_mode=False)
+    except LdctError as exc:
+        print(f"ldct: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ldct: interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as exc:  # raised by commands that finish early
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except Exception as exc:  # click usage errors come here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
