@@ -25,6 +25,7 @@ app = typer.Typer(
 
 # Each module defines ``register(app)``; listed explicitly (no auto-import by file name).
 COMMAND_MODULES = [
+    "ldct.commands.sample",  # sample
     "ldct.commands.io_cmds",  # info, convert, preview
 ]
 
