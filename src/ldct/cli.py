@@ -27,6 +27,10 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "ldct.commands.sample",  # sample
     "ldct.commands.io_cmds",  # info, convert, preview
+    "ldct.commands.denoise",  # denoise, models
+    "ldct.commands.report",  # report
+    "ldct.commands.train",  # train
+    "ldct.commands.evaluate",  # evaluate
 ]
 
 

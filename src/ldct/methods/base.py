@@ -121,6 +121,14 @@ class Method:
                 out[f"{name}.{k}"] = v.detach().cpu().contiguous()
         return out
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Training state beyond weights/optimizers/schedulers (e.g. GAN image pools), saved for exact
+        resume with the optimizer state. Default: none."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`extra_state` returned (called on resume after the weights are loaded)."""
+
     def load_weights(self, weights: dict[str, torch.Tensor], strict: bool = True) -> None:
         for name, net in self.nets.items():
             module = getattr(net, "module", net)

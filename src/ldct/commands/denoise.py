@@ -1,0 +1,120 @@
+"""``ldct denoise`` (a scan in, the denoised scan out) and ``ldct models`` (bundled and user models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ldct.errors import LdctError
+
+
+def _progress_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]denoising"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("slices"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("denoise")
+    def denoise(
+        inp: Path = typer.Argument(..., metavar="IN", help="DICOM series folder, NIfTI (.nii/.nii.gz) or .npy (HU)."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output: folder (DICOM series), .nii/.nii.gz or .npy."),
+        model: str = typer.Option(None, "--model", "-m", help="Model name (see `ldct models`) or path to a "
+                                  "run folder, checkpoint or .safetensors model. Default: the bundled model."),
+        dose: float = typer.Option(None, "--dose", help="Dose fraction in (0, 1] for dose-conditioned models."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        batch_size: int = typer.Option(4, "--batch-size", help="Slices per forward pass."),
+        tile: int = typer.Option(None, "--tile", help="Tile size in pixels (tiled inference, less memory)."),
+        overlap: int = typer.Option(32, "--overlap", help="Pixels shared by neighbouring tiles."),
+        precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), 32, bf16, 16."),
+        preview: Path = typer.Option(None, "--preview", help="Write a before/after PNG of the middle slice."),
+        series: str = typer.Option(None, "--series", help="Series to read when the folder holds several "
+                                   "(SeriesInstanceUID, SeriesNumber or description)."),
+        ref_ctdivol: float = typer.Option(None, "--reference-ctdivol", help="Normal-dose CTDIvol (mGy), to "
+                                          "estimate the dose from the CTDIvol tag."),
+        ref_mas: float = typer.Option(None, "--reference-mas", help="Normal-dose mAs, to estimate the dose."),
+        ref_noise: float = typer.Option(None, "--reference-noise", help="Normal-dose soft-tissue noise std "
+                                        "(HU), to estimate the dose from image noise."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    ) -> None:
+        """Denoise a low-dose CT scan; writes the same kind of output (DICOM series with new UIDs, NIfTI, npy)."""
+        from ldct.infer.pipeline import check_dose, check_paths, denoise_path, output_kind
+        from ldct.model_zoo import load_model
+
+        check_dose(dose)  # cheap checks first: no model loading for a typo
+        if precision not in ("auto", "32", "bf16", "16"):
+            raise LdctError(f"--precision {precision!r}: use auto, 32, bf16 or 16")
+        check_paths(inp, out, overwrite=overwrite, preview=preview)
+        output_kind(out)
+        loaded = load_model(model)
+        bar = _progress_bar()
+        task = None
+
+        def on_start(vol, used_dose, how) -> None:
+            nonlocal task
+            typer.echo(f"model: {loaded.describe()} from {loaded.source}", err=True)
+            typer.echo(f"input: {inp} ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]})", err=True)
+            typer.echo(f"dose: {how}", err=True)
+            bar.start()
+            task = bar.add_task("denoise", total=vol.shape[0], rate="")
+
+        def progress(done: int, total: int) -> None:
+            t = bar.tasks[0]
+            rate = f"{done / t.elapsed:.2f} slices/s" if t.elapsed else ""
+            bar.update(task, completed=done, rate=rate)
+
+        try:
+            res = denoise_path(
+                inp, out, model=loaded, dose=dose, device=device, batch_size=batch_size, tile=tile,
+                overlap=overlap, precision=precision, series=series, overwrite=overwrite, preview=preview,
+                reference_ctdivol=ref_ctdivol, reference_mas=ref_mas, reference_noise_hu=ref_noise,
+                progress=progress, on_start=on_start,
+            )
+        finally:
+            bar.stop()
+        typer.echo(f"wrote {res.output} ({res.slices} slices, {'x'.join(map(str, res.shape[1:]))})")
+        typer.echo(f"time: {res.seconds:.2f} s on {res.device}, {res.slices_per_s:.2f} slices/s")
+        if res.noise_before is not None and res.noise_after is not None:
+            typer.echo(
+                f"noise std in body soft tissue: {res.noise_before:.1f} HU before, {res.noise_after:.1f} HU after "
+                f"({res.noise_how})"
+            )
+        else:
+            typer.echo(f"noise std in body soft tissue: not measured ({res.noise_how})")
+        if res.preview is not None:
+            typer.echo(f"preview: {res.preview}")
+
+    @app.command("models")
+    def models() -> None:
+        """List the bundled models and your models ($LDCT_MODEL_DIR or ~/.ldct/models)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from ldct.model_zoo import bundled_dir, list_models, user_dir
+
+        found = list_models()
+        table = Table(title="ldct models")
+        for col in ("name", "where", "method", "network", "size MB", "trained on", "doses"):
+            table.add_column(col, overflow="fold")
+        for m in found:
+            table.add_row(m.name, m.where, m.method, m.network, f"{m.size_mb:.1f}", m.trained_on, m.doses)
+        console = Console()
+        if found:
+            console.print(table)
+        if not any(m.where == "bundled" for m in found):
+            console.print(f"no bundled model is installed (looked in {bundled_dir()})")
+        if not any(m.where == "user" for m in found):
+            console.print(f"no user models in {user_dir()} (set LDCT_MODEL_DIR to use another folder)")

@@ -1,0 +1,55 @@
+"""``ldct evaluate RUN_DIR_OR_CHECKPOINT --data DATA``: score a model and baselines (thin wrapper)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Argument(..., help="Run folder (its best checkpoint), checkpoint folder, exported "
+                                               "model folder or weights .safetensors."),
+        data: Path = typer.Option(..., "--data", help="Data to score on: CT scans (low dose simulated), a "
+                                                       "simulation manifest folder or full/low-dose folders."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/eval_<split>)."),
+        doses: list[float] = typer.Option(None, "--doses", help="Dose levels (fractions of normal dose); "
+                                                                "repeatable. Default: the recipe's."),
+        baselines: bool = typer.Option(True, "--baselines/--no-baselines",
+                                       help="Add low-dose input, Gaussian filter and BM3D rows."),
+        split: str = typer.Option("test", "--split", help="test | val | train (patients of the run's "
+                                                          "split.json) or all (every patient in DATA)."),
+        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        max_slices: int = typer.Option(None, "--max-slices", help="At most N slices per dose (evenly spaced)."),
+        bm3d_slices: int = typer.Option(8, "--bm3d-slices", help="BM3D on at most N slices per dose "
+                                                                 "(~30 s each on one CPU core); 0 = all."),
+        tile: int = typer.Option(None, "--tile", help="Tiled inference with tiles of N pixels (saves memory)."),
+    ) -> None:
+        """Per-slice CSV, summary table (PSNR/SSIM/RMSE/MSE per HU window, noise std), figures."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from ldct.evaluation.report import summary_table
+        from ldct.evaluation.run import evaluate_run
+
+        console = Console(stderr=True)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("evaluating", total=None)
+
+            def tick(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            results, out_dir = evaluate_run(
+                model, data, out=out, doses=doses or None, baselines=baselines, split=split, device=device,
+                max_slices=max_slices, bm3d_max_slices=bm3d_slices or None, tile=tile, progress=tick)
+        title = (f"{results.meta.get('model')} on {', '.join(results.meta.get('patients', []))} "
+                 f"({split} split)")
+        out_console = Console() if sys.stdout.isatty() else Console(width=170)  # pipes/logs: no wrapping
+        out_console.print(summary_table(results, title=title))
+        for w in results.meta.get("warnings", []):
+            console.print(f"warning: {w}")
+        typer.echo(str(out_dir))

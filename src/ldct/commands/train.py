@@ -1,0 +1,49 @@
+"""``ldct train RECIPE --data DATA --out RUN_DIR``: train a denoiser from a recipe (thin wrapper)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        recipe: str = typer.Argument(..., help="Bundled recipe name (redcnn, unet, resnet, autoencoder, nafnet, "
+                                               "dncnn, ...) or the path of a recipe YAML file."),
+        data: Path = typer.Option(..., "--data", help="Training data: a folder of CT scans, a simulation "
+                                                       "manifest folder or paired folders."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty; with --resume an existing run)."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Override train.max_steps."),
+        devices: str = typer.Option(None, "--devices", help="Processes/devices per node (DDP when > 1; gloo on CPU)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        overrides: list[str] = typer.Option([], "--set", help="Override one recipe key, e.g. --set args.lr=1e-4 "
+                                                               "(value parsed as YAML); repeatable."),
+        accelerator: str = typer.Option(None, "--accelerator", help="auto, cpu or cuda (train.accelerator)."),
+        precision: str = typer.Option(None, "--precision", help="32-true, bf16-mixed or 16-mixed (GPU)."),
+    ) -> None:
+        """Train a denoiser; checkpoints, logs and figures go to the run folder."""
+        from ldct.engine.config import load_recipe
+        from ldct.engine.loop import TrainingInterrupted, train
+
+        resolved = load_recipe(recipe, overrides)
+        dev: int | str | None = devices
+        if devices is not None and devices != "auto":
+            try:
+                dev = int(devices)
+            except ValueError:
+                from ldct.errors import LdctError
+
+                raise LdctError(f"--devices {devices!r}: use a whole number or 'auto'") from None
+        try:
+            run_dir = train(resolved, data=data, out=out, max_steps=max_steps, devices=dev, resume=resume,
+                            accelerator=accelerator, precision=precision)
+        except TrainingInterrupted as exc:
+            print(f"ldct: {exc}", file=sys.stderr)
+            raise typer.Exit(128 + int(exc.signum)) from None
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) == 0:  # DDP: print once
+            typer.echo(str(run_dir))

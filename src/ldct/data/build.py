@@ -1,0 +1,346 @@
+"""From a ``data:`` section to train/val/test datasets: :func:`build_datasets`.
+
+1. Find the data (``kind``): a simulation manifest (``manifest.json``, what ``ldct simulate`` writes), real
+   full/low-dose pairs (``paired_dirs``: per-patient folders whose names say full/quarter dose, paired by
+   slice position), normal-dose scans with low dose simulated (``simulated``), or two unpaired folders.
+   ``auto`` picks manifest if there is one, paired_dirs if low-dose scans are found, else simulated.
+2. Split patients (never slices) into train/val/test and write ``run_dir/split.json``.
+3. Simulate and cache the low dose of the training and validation slices once (``precompute``), with a
+   progress bar; test slices are simulated when first evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ldct.data.config import DataConfig, parse_data_config
+from ldct.data.datasets import PatchDataset, SliceDataset, UnpairedPatchDataset
+from ldct.data.discover import Scan, describe, discover
+from ldct.data.patches import check_size
+from ldct.data.split import Split, make_split, write_split
+from ldct.data.store import SliceLoc, SliceRecord, SliceStore
+from ldct.errors import LdctError
+
+
+@dataclass
+class DataBundle:
+    """What a run trains and is scored on. ``val``/``test`` are empty datasets when no patient is held out."""
+
+    train: Any
+    val: SliceDataset
+    test: SliceDataset
+    split: dict[str, Any]
+    """The patient split as written to split.json ({"train": [...], "val": [...], "test": [...], ...})."""
+    summary: dict[str, Any]
+    config: DataConfig | None = None
+    patient_split: Split | None = None
+    records: dict[str, list[SliceRecord]] = field(default_factory=dict, repr=False)
+
+
+def _records_from_scans(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> list[SliceRecord]:
+    """One record per (strided) slice of each normal-dose scan; registers the volumes with the store."""
+    out: list[SliceRecord] = []
+    for scan in scans:
+        key = scan.key
+        store.add_volume(key, scan.load, scan.name)
+        info = store.index(key)
+        n = info["n"]
+        spacing = float(np.mean(info["spacing"][1:]))
+        z_mm = info["z_mm"] or [k * info["spacing"][0] for k in range(n)]
+        contiguous = scan.contiguous
+        for z in range(0, n, cfg.slice_stride):
+            prev, nxt = SliceLoc(key, max(z - 1, 0)), SliceLoc(key, min(z + 1, n - 1))
+            out.append(SliceRecord(
+                patient_id=scan.patient_id, slice_index=z, z_mm=float(z_mm[z]), kernel=scan.kernel or info.get("kernel"),
+                nd=SliceLoc(key, z), pixel_spacing_mm=spacing, neighbours=(prev, nxt) if contiguous else None,
+                source=str(scan.files[0] if len(scan.files) == 1 else scan.files[0].parent)))
+    return out
+
+
+def _pair_key(name: str) -> str:
+    """A scan's name with its dose tokens removed (``L067/full_3mm`` and ``L067/quarter_3mm`` -> same)."""
+    from ldct.data.discover import _LD_TOKENS, _ND_TOKENS
+
+    return _ND_TOKENS.sub("*", _LD_TOKENS.sub("*", name)).lower()
+
+
+def _records_paired(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> list[SliceRecord]:
+    """Pair each low-dose scan with the normal-dose scan of the same patient (and name), by slice position."""
+    nd_scans = [s for s in scans if s.role != "ld"]
+    ld_scans = [s for s in scans if s.role == "ld"]
+    records: list[SliceRecord] = []
+    for nd_scan in nd_scans:
+        partners = [s for s in ld_scans if s.patient_id == nd_scan.patient_id]
+        if len(partners) > 1:
+            partners = [s for s in partners if _pair_key(s.name) == _pair_key(nd_scan.name)] or partners[:0]
+        if not partners:
+            continue
+        recs = _records_from_scans(store, [nd_scan], cfg)
+        for ld_scan in partners:
+            dose = cfg.ld_dose or ld_scan.role_dose or cfg.doses[0]
+            store.add_volume(ld_scan.key, ld_scan.load, ld_scan.name)
+            info = store.index(ld_scan.key)
+            z_ld = np.asarray(info["z_mm"] or [k * info["spacing"][0] for k in range(info["n"])])
+            tol = 0.5 * max(float(info["spacing"][0]), 1e-3)
+            for r in recs:
+                k = int(np.argmin(np.abs(z_ld - r.z_mm)))
+                if abs(z_ld[k] - r.z_mm) <= tol:
+                    r.ld[dose] = SliceLoc(ld_scan.key, k)
+                    r.ld_neighbours[dose] = (SliceLoc(ld_scan.key, max(k - 1, 0)),
+                                             SliceLoc(ld_scan.key, min(k + 1, len(z_ld) - 1)))
+        records.extend(r for r in recs if r.ld)
+    if not records:
+        raise LdctError("found low-dose scans but could not pair any with a normal-dose scan of the same "
+                        "patient at the same slice positions", cfg.root)
+    return records
+
+
+def _records_manifest(store: SliceStore, root: Path, cfg: DataConfig) -> tuple[list[SliceRecord], dict]:
+    from ldct.data.manifest import read_manifest
+    from ldct.io import read_volume
+
+    man = read_manifest(root)
+    base = root if root.is_dir() else root.parent
+    by_slice: dict[tuple, SliceRecord] = {}
+    for rec in man["records"]:
+        locs = {}
+        for side in ("nd", "ld"):
+            p = Path(rec[side])
+            p = p if p.is_absolute() else base / p
+            key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+            store.add_volume(key, lambda p=p: read_volume(p), str(p))
+            n = store.index(key)["n"]
+            locs[side] = SliceLoc(key, int(rec["slice_index"]) if n > 1 else 0)
+        ident = (rec["patient_id"], rec.get("series_uid"), int(rec["slice_index"]), locs["nd"])
+        r = by_slice.get(ident)
+        if r is None:
+            spacing = float(np.mean(store.index(locs["nd"].volume)["spacing"][1:]))
+            r = by_slice[ident] = SliceRecord(
+                patient_id=str(rec["patient_id"]), slice_index=int(rec["slice_index"]),
+                z_mm=float(rec.get("z_mm") or 0.0), kernel=rec.get("kernel"), nd=locs["nd"],
+                pixel_spacing_mm=spacing, source=str(rec["nd"]))
+        r.ld[round(float(rec["dose"]), 6)] = locs["ld"]
+    return list(by_slice.values()), man
+
+
+def _detect_kind(cfg: DataConfig, root: Path, scans: list[Scan] | None) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    if (root / "manifest.json").is_file() or root.name == "manifest.json":
+        return "manifest"
+    if cfg.ld_root and cfg.nd_root:
+        return "unpaired"
+    if scans and any(s.role == "ld" for s in scans) and any(s.role != "ld" for s in scans):
+        return "paired_dirs"
+    return "simulated"
+
+
+def _discover(root: Path | str, cfg: DataConfig) -> list[Scan]:
+    return discover(root, include=cfg.include, exclude=cfg.exclude, raw=cfg.raw, patient_regex=cfg.patient_regex,
+                    patient_map=cfg.patient_map)
+
+
+@dataclass
+class Sources:
+    """Everything found under a data root: slice records (and their store), and how they were found."""
+
+    kind: str
+    store: SliceStore
+    records: list[SliceRecord]
+    warnings: list[str]
+    scans: list[Scan] | None = None
+    manifest: dict | None = None
+    ld_store: SliceStore | None = None
+    ld_records: list[SliceRecord] | None = None
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return sorted({r.patient_id for r in self.records} | {r.patient_id for r in (self.ld_records or [])})
+
+    @property
+    def doses(self) -> list[float] | None:
+        """Dose levels on disk (manifest / real pairs); None when low dose is simulated."""
+        if self.kind in ("manifest", "paired_dirs"):
+            return sorted({d for r in self.records for d in r.ld})
+        return None
+
+
+def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
+    """Find the data of ``cfg.root`` (or ``ld_root``/``nd_root``) and make one record per slice."""
+    root = Path(cfg.root) if cfg.root else Path(cfg.nd_root)  # type: ignore[arg-type]
+    if not root.exists():
+        raise LdctError("data path does not exist", root)
+    store = SliceStore(cache_dir, sim=cfg.sim, seed=cfg.seed, downsample=cfg.downsample)
+    warnings: list[str] = []
+    scans: list[Scan] | None = None
+    kind = cfg.kind
+    if kind in ("auto", "simulated", "paired_dirs") and not (kind == "auto" and (root / "manifest.json").is_file()):
+        scans = _discover(root, cfg)
+    kind = _detect_kind(cfg, root, scans)
+    if kind == "manifest":
+        records, manifest = _records_manifest(store, root, cfg)
+        return Sources(kind, store, records, warnings, manifest=manifest)
+    if kind == "paired_dirs":
+        return Sources(kind, store, _records_paired(store, scans or _discover(root, cfg), cfg), warnings, scans)
+    if kind == "simulated":
+        assert scans is not None
+        skipped = [s.name for s in scans if s.role == "ld"]
+        if skipped:
+            warnings.append(f"low-dose scans left out of the normal-dose pool: {', '.join(skipped)}")
+        return Sources(kind, store, _records_from_scans(store, [s for s in scans if s.role != "ld"], cfg),
+                       warnings, scans)
+    if kind == "unpaired":
+        if cfg.downsample != 1:
+            raise LdctError("data.downsample > 1 is not supported for unpaired data", root)
+        ld_root = Path(cfg.ld_root) if cfg.ld_root else root / "ld"
+        nd_root = Path(cfg.nd_root) if cfg.nd_root else root / "nd"
+        ld_store = SliceStore(cache_dir, sim=cfg.sim, seed=cfg.seed)
+        ld_records = _records_from_scans(ld_store, _discover(ld_root, cfg), cfg)
+        nd_scans = _discover(nd_root, cfg)
+        return Sources(kind, store, _records_from_scans(store, nd_scans, cfg), warnings, nd_scans,
+                       ld_store=ld_store, ld_records=ld_records)
+    raise LdctError(f"unknown data.kind {kind!r}")  # pragma: no cover - validated in config
+
+
+def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, patients: list[str] | None = None,
+                 doses: list[float] | None = None) -> tuple[SliceDataset, Sources]:
+    """Whole-slice dataset of ``patients`` (None = all) at ``doses`` (default: the data's), for evaluation."""
+    cfg = cfg if isinstance(cfg, DataConfig) else parse_data_config(cfg)
+    src = load_records(cfg, cache_dir)
+    if src.kind == "unpaired":
+        raise LdctError("cannot evaluate on unpaired data: give paired data (a manifest, full/low-dose "
+                        "folders, or normal-dose scans to simulate from)", cfg.root)
+    found = src.patient_ids
+    if patients is not None:
+        missing = [p for p in patients if p not in found]
+        if missing:
+            raise LdctError(f"patient(s) {', '.join(missing)} not in the data (found: {', '.join(found)})", cfg.root)
+    recs = [r for r in src.records if patients is None or r.patient_id in set(patients)]
+    on_disk = src.doses
+    if doses is None:
+        doses = ([d for d in cfg.doses if d in on_disk] or on_disk) if on_disk is not None else cfg.doses
+    elif on_disk is not None:
+        absent = [d for d in doses if d not in on_disk]
+        if absent:
+            raise LdctError(f"dose(s) {', '.join(f'{d:g}' for d in absent)} not in the data (on disk: "
+                            f"{', '.join(f'{d:g}' for d in on_disk)})", cfg.root)
+    return SliceDataset(src.store, recs, doses=list(doses), scale=cfg.downsample, channels=cfg.channels,
+                        window=cfg.hu_window), src
+
+
+def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path | None, seed: int = 0,
+                   progress: bool = True) -> DataBundle:
+    """Datasets of a run: ``train`` (:class:`PatchDataset` or :class:`UnpairedPatchDataset`), ``val`` and
+    ``test`` (:class:`SliceDataset`, whole slices), the patient ``split`` (also written to
+    ``run_dir/split.json``) and a JSON-friendly ``summary`` (counts, doses, window, cache, warnings).
+
+    ``run_dir`` None (DDP ranks other than 0) writes no split.json and, unless ``data.cache_dir`` is set,
+    caches under ``$TMPDIR/ldct-cache/<data root hash>``. ``seed`` drives patch sampling only; the split
+    uses ``data.split.seed`` and the simulated noise ``data.seed``, so runs with different seeds are scored on the same patients and the same noisy inputs.
+    """
+    cfg = data_cfg if isinstance(data_cfg, DataConfig) else parse_data_config(data_cfg)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if cfg.root is None and not (cfg.ld_root and cfg.nd_root):
+        raise LdctError("no data given: pass --data DIR or set data.root in the recipe")
+    root = Path(cfg.root) if cfg.root else Path(cfg.nd_root)  # type: ignore[arg-type]
+    if not root.exists():
+        raise LdctError("data path does not exist", root)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache" if run_dir else _tmp_cache(root)
+    src = load_records(cfg, cache_dir)
+    kind, store, records, warnings = src.kind, src.store, src.records, src.warnings
+    scans, manifest, ld_store, ld_records = src.scans, src.manifest, src.ld_store, src.ld_records
+
+    patient_ids = src.patient_ids
+    split = make_split(patient_ids, cfg.split)
+    held_unknown = [p for p in split.val + split.test if p not in patient_ids]
+    if held_unknown:
+        raise LdctError(f"split names patients not in the data: {', '.join(held_unknown)}", root)
+    by_part = {part: [r for r in records if r.patient_id in set(getattr(split, part))] for part in
+               ("train", "val", "test")}
+    for r in by_part["train"]:
+        shape = store.index(r.nd.volume)["shape"]
+        check_size(tuple(shape), cfg.patch_size, r.source)
+
+    on_disk = src.doses
+    eval_doses = ([d for d in cfg.doses if d in on_disk] or on_disk) if on_disk is not None else cfg.doses
+    train_doses = on_disk if on_disk is not None else cfg.train_doses()
+    fresh = not cfg.cache and kind == "simulated"
+    if kind == "unpaired":
+        ld_train = [r for r in (ld_records or []) if r.patient_id in set(split.train)]
+        train: Any = UnpairedPatchDataset(
+            ld_store, ld_train, store, by_part["train"], ld_dose=cfg.ld_dose or cfg.doses[0],  # type: ignore[arg-type]
+            patch_size=cfg.patch_size, channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment,
+            body_fraction=cfg.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
+            length=cfg.samples_per_epoch, seed=seed)
+        val = SliceDataset(store, [], doses=eval_doses)
+        test = SliceDataset(store, [], doses=eval_doses)
+        warnings.append("unpaired data: no paired validation/test slices (evaluate on a paired dataset)")
+    else:
+        train = PatchDataset(
+            store, by_part["train"], doses=train_doses, patch_size=cfg.patch_size, scale=cfg.downsample,
+            channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
+            body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
+            fresh_noise=fresh, dose_range=cfg.dose_range)
+        full_val = SliceDataset(store, by_part["val"], doses=eval_doses, scale=cfg.downsample,
+                                channels=cfg.channels, window=cfg.hu_window)
+        val = full_val.subset(cfg.val_max_slices)
+        test = SliceDataset(store, by_part["test"], doses=eval_doses, scale=cfg.downsample,
+                            channels=cfg.channels, window=cfg.hu_window)
+        if kind == "simulated" and cfg.precompute:
+            todo = [(r, d) for r in by_part["train"] for d in ([] if fresh else train_doses)]
+            todo += list(val.items)
+            precompute(store, todo, channels=cfg.channels, progress=progress)
+    if not split.val:
+        warnings.append("no validation patient (data.split.val)")
+    if not split.test:
+        warnings.append("no test patient (data.split.test)")
+
+    summary = {
+        "kind": kind, "root": str(root), "cache_dir": str(cache_dir),
+        "hu_window": [cfg.hu_window.lo, cfg.hu_window.hi], "patch_size": cfg.patch_size,
+        "downsample": cfg.downsample, "channels": cfg.channels, "train_doses": train_doses,
+        "eval_doses": eval_doses, "dose_range": list(cfg.dose_range) if cfg.dose_range else None,
+        "fresh_noise": fresh, "sim": cfg.sim if kind == "simulated" else (manifest or {}).get("parameters"),
+        "noise_seed": cfg.seed, "split": split.to_dict(),
+        "slices": {p: len(v) for p, v in by_part.items()},
+        "patients": {pid: {"part": split.part_of(pid), "slices": sum(r.patient_id == pid for r in records)}
+                     for pid in patient_ids},
+        "scans": describe(scans) if scans else [],
+        "warnings": warnings,
+    }
+    if run_dir is not None:
+        write_split(split, run_dir, {"data_root": str(root), "patients": summary["patients"]})
+    return DataBundle(train, val, test, summary["split"], summary, cfg, split, by_part)
+
+
+def _tmp_cache(root: Path) -> Path:
+    import tempfile
+
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "ldct-cache" / digest
+
+
+def precompute(store: SliceStore, items: list[tuple[SliceRecord, float]], *, channels: int = 1,
+               progress: bool = True) -> int:
+    """Simulate (and cache) the low dose of ``(record, dose)`` items not cached yet; returns how many."""
+    todo = [(r, d) for r, d in items if not store.is_cached(r, d)]
+    if not todo:
+        return 0
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task(f"simulating low dose ({store.sim.get('mode', 'projection')})", total=len(todo))
+            for r, d in todo:
+                store.ld(r, d, channels)
+                bar.advance(task)
+    else:
+        for r, d in todo:
+            store.ld(r, d, channels)
+    return len(todo)

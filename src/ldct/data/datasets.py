@@ -1,0 +1,164 @@
+"""Torch datasets over slice records: training patches, whole slices for evaluation, unpaired patches.
+
+Items are dicts. Image tensors are in network range (``ldct.hu.hu_to_net`` with the data window), shaped
+(C, h, w) for ``"ld"`` and (C, H, W) for ``"nd"`` (``H = h * downsample``); ``"dose"`` is a float32 scalar;
+metadata travels along: ``patient_id`` (str), ``slice_index`` (int), ``kernel`` (str, '' if unknown),
+``z_mm`` (float).
+
+Randomness is a pure function of (seed, epoch, index): call :meth:`PatchDataset.set_epoch` each epoch
+for new patches; a resumed run that restores the epoch sees the same patches again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ldct.errors import LdctError
+from ldct.hu import DEFAULT_NET_WINDOW, Window, hu_to_net
+from ldct.data.patches import apply_crop, augment_pair, body_mask, check_size, sample_crop
+from ldct.data.store import SliceRecord, SliceStore
+
+
+def _meta(rec: SliceRecord) -> dict[str, Any]:
+    return {"patient_id": rec.patient_id, "slice_index": int(rec.slice_index), "kernel": rec.kernel or "",
+            "z_mm": float(rec.z_mm)}
+
+
+class PatchDataset(Dataset):
+    """Random body-biased training patches from paired or simulated slices.
+
+    Each item draws a slice uniformly, a dose (one of ``doses``, or uniform in ``dose_range`` with
+    ``fresh_noise``), a crop of ``patch_size`` with at least ``body_fraction`` body pixels when possible,
+    and (with ``augment``) one of the 8 flips/rotations applied to both images.
+    """
+
+    def __init__(self, store: SliceStore, records: list[SliceRecord], *, doses: list[float],
+                 patch_size: int = 64, scale: int = 1, channels: int = 1, window: Window = DEFAULT_NET_WINDOW,
+                 augment: bool = True, body_fraction: float = 0.3, body_threshold_hu: float = -500.0,
+                 length: int = 200000, seed: int = 0, fresh_noise: bool = False,
+                 dose_range: tuple[float, float] | None = None):
+        if not records:
+            raise LdctError("no training slices (check data.split and data.include/exclude)")
+        self.store, self.records, self.doses = store, records, list(doses)
+        self.patch_size, self.scale, self.channels, self.window = patch_size, scale, channels, window
+        self.augment, self.body_fraction, self.body_threshold = augment, body_fraction, body_threshold_hu
+        self.length, self.seed, self.fresh_noise, self.dose_range = length, seed, fresh_noise, dose_range
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random patches for each epoch (deterministic given seed, epoch and index)."""
+        self.epoch = int(epoch)
+
+    def _dose(self, rng: np.random.Generator) -> float:
+        if self.fresh_noise and self.dose_range is not None:
+            return float(rng.uniform(*self.dose_range))
+        return float(self.doses[int(rng.integers(len(self.doses)))])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rec = self.records[int(rng.integers(len(self.records)))]
+        dose = self._dose(rng)
+        nd = self.store.nd(rec, self.channels)
+        check_size(nd.shape, self.patch_size, rec.source)
+        ld = self.store.ld(rec, dose, self.channels, rng if self.fresh_noise else None)
+        crop = sample_crop(body_mask(nd, self.body_threshold), self.patch_size, rng,
+                           min_body=self.body_fraction, scale=self.scale)
+        nd_p, ld_p = apply_crop(nd, ld, crop, self.scale)
+        if self.augment:
+            ld_p, nd_p = augment_pair(ld_p, nd_p, rng)
+        return {"ld": torch.from_numpy(hu_to_net(ld_p, self.window)),
+                "nd": torch.from_numpy(hu_to_net(nd_p, self.window)),
+                "dose": torch.tensor(dose, dtype=torch.float32), "body_fraction": float(crop.body_fraction),
+                **_meta(rec)}
+
+
+class SliceDataset(Dataset):
+    """Whole slices for validation and evaluation: every (slice, dose) pair, in a fixed order.
+
+    Low dose is the cached (fixed-seed) simulation or the pair on disk, so every evaluation of a run sees
+    the same noisy inputs. :meth:`get_hu` gives the arrays in HU for metrics.
+    """
+
+    def __init__(self, store: SliceStore, records: list[SliceRecord], *, doses: list[float], scale: int = 1,
+                 channels: int = 1, window: Window = DEFAULT_NET_WINDOW):
+        self.store, self.records, self.doses = store, records, list(doses)
+        self.scale, self.channels, self.window = scale, channels, window
+        self.items = [(r, d) for d in self.doses for r in records if not r.ld or d in r.ld]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get_hu(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(ld (C, h, w) HU, nd (C, H, W) HU, metadata with ``dose`` and ``source``)."""
+        rec, dose = self.items[index]
+        nd = self.store.nd(rec, self.channels)
+        ld = self.store.ld(rec, dose, self.channels)
+        return ld, nd, {**_meta(rec), "dose": float(dose), "source": rec.source,
+                        "pixel_spacing_mm": rec.pixel_spacing_mm}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ld, nd, meta = self.get_hu(index)
+        meta.pop("source")
+        return {"ld": torch.from_numpy(hu_to_net(ld, self.window)),
+                "nd": torch.from_numpy(hu_to_net(nd, self.window)),
+                **meta, "dose": torch.tensor(meta["dose"], dtype=torch.float32)}
+
+    def subset(self, max_per_dose: int | None) -> SliceDataset:
+        """At most ``max_per_dose`` slices per dose, evenly spaced over the records (for quick validation)."""
+        if max_per_dose is None or len(self.records) <= max_per_dose:
+            return self
+        idx = np.unique(np.linspace(0, len(self.records) - 1, max_per_dose).round().astype(int))
+        return SliceDataset(self.store, [self.records[i] for i in idx], doses=self.doses, scale=self.scale,
+                            channels=self.channels, window=self.window)
+
+
+class UnpairedPatchDataset(Dataset):
+    """Patches of low-dose images and of unrelated normal-dose images (for CycleGAN-style methods).
+
+    ``ld_records`` point at low-dose slices (their ``nd`` location is the low-dose image itself) of dose
+    ``ld_dose``; each item pairs a random low-dose patch with a random normal-dose patch, cropped and
+    augmented independently.
+    """
+
+    def __init__(self, ld_store: SliceStore, ld_records: list[SliceRecord], nd_store: SliceStore,
+                 nd_records: list[SliceRecord], *, ld_dose: float = 0.25, patch_size: int = 64, channels: int = 1,
+                 window: Window = DEFAULT_NET_WINDOW, augment: bool = True, body_fraction: float = 0.3,
+                 body_threshold_hu: float = -500.0, length: int = 200000, seed: int = 0):
+        if not ld_records or not nd_records:
+            raise LdctError("unpaired training needs low-dose and normal-dose slices in the training patients")
+        self.ld_store, self.ld_records, self.nd_store, self.nd_records = ld_store, ld_records, nd_store, nd_records
+        self.ld_dose, self.patch_size, self.channels, self.window = ld_dose, patch_size, channels, window
+        self.augment, self.body_fraction, self.body_threshold = augment, body_fraction, body_threshold_hu
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _patch(self, store: SliceStore, rec: SliceRecord, rng: np.random.Generator) -> np.ndarray:
+        img = store.nd(rec, self.channels)
+        check_size(img.shape, self.patch_size, rec.source)
+        crop = sample_crop(body_mask(img, self.body_threshold), self.patch_size, rng, min_body=self.body_fraction)
+        p, _ = apply_crop(img, img, crop)
+        if self.augment:
+            p, _ = augment_pair(p, p, rng)
+        return np.ascontiguousarray(p)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        ld_rec = self.ld_records[int(rng.integers(len(self.ld_records)))]
+        nd_rec = self.nd_records[int(rng.integers(len(self.nd_records)))]
+        ld = self._patch(self.ld_store, ld_rec, rng)
+        nd = self._patch(self.nd_store, nd_rec, rng)
+        return {"ld": torch.from_numpy(hu_to_net(ld, self.window)), "nd": torch.from_numpy(hu_to_net(nd, self.window)),
+                "dose": torch.tensor(self.ld_dose, dtype=torch.float32), **_meta(ld_rec),
+                "nd_patient_id": nd_rec.patient_id}

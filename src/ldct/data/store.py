@@ -1,0 +1,219 @@
+"""Where slices come from: per-slice records, a disk cache, and low dose simulated once per slice.
+
+A :class:`SliceRecord` names one normal-dose slice (which volume, which index, patient, kernel, z) and,
+for real or pre-simulated pairs, where its low-dose partner lies for each dose. A :class:`SliceStore`
+turns records into HU arrays:
+
+- normal-dose slices are cut from their volume once (the volume is read through ``ldct.io``) and kept as
+  ``<cache>/slices/<volume key>/<z>.npy``, so later reads (other epochs, DataLoader workers, other runs
+  sharing the cache) load one small file;
+- low dose without a partner on disk is simulated with ``ldct.simulate.simulate_low_dose`` and cached as
+  ``<cache>/sim/<key>.npy``, the key hashing (volume, slice, dose, seed, simulator parameters), so a slice
+  is simulated once per dose; with ``fresh=True`` a new noise realisation is drawn instead (not cached);
+- super-resolution pairs downsample the low dose by ``downsample`` (area average) after simulation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ldct.atomic import atomic_file
+from ldct.volume import Volume
+
+SIM_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SliceLoc:
+    """Slice ``z`` of volume ``volume`` (a key registered with :meth:`SliceStore.add_volume`)."""
+
+    volume: str
+    z: int
+
+
+@dataclass
+class SliceRecord:
+    """One normal-dose slice and (optionally) its low-dose partners on disk."""
+
+    patient_id: str
+    slice_index: int
+    z_mm: float
+    kernel: str | None
+    nd: SliceLoc
+    pixel_spacing_mm: float
+    ld: dict[float, SliceLoc] = field(default_factory=dict)
+    """dose -> low-dose slice on disk (real pairs, manifests); empty = simulate."""
+    neighbours: tuple[SliceLoc, SliceLoc] | None = None
+    """(previous, next) normal-dose slices for 3-channel (2.5D) input; None = repeat this slice."""
+    ld_neighbours: dict[float, tuple[SliceLoc, SliceLoc]] = field(default_factory=dict)
+    """dose -> (previous, next) low-dose slices on disk, for 3-channel input."""
+    source: str = ""
+    """Human-readable origin (file or series folder), for error messages and CSVs."""
+
+
+class SliceStore:
+    """Reads slices of registered volumes (cached per slice on disk) and makes low dose."""
+
+    def __init__(self, cache_dir: str | Path, *, sim: dict[str, Any] | None = None, seed: int = 0,
+                 downsample: int = 1, keep_volumes: int = 2):
+        self.cache_dir = Path(cache_dir)
+        self.sim = dict(sim or {"mode": "projection"})
+        self.seed = int(seed)
+        self.downsample = int(downsample)
+        self._loaders: dict[str, Callable[[], Volume]] = {}
+        self._names: dict[str, str] = {}
+        self._volumes: OrderedDict[str, Volume] = OrderedDict()
+        self._keep = keep_volumes
+
+    # volumes ---------------------------------------------------------------------------------
+    def add_volume(self, key: str, loader: Callable[[], Volume], name: str = "") -> None:
+        """Register a volume under a stable ``key`` (used in cache paths)."""
+        self._loaders[key] = loader
+        self._names[key] = name or key
+
+    def volume(self, key: str) -> Volume:
+        """The whole volume (read once, a few kept in memory)."""
+        if key in self._volumes:
+            self._volumes.move_to_end(key)
+            return self._volumes[key]
+        vol = self._loaders[key]()
+        self._volumes[key] = vol
+        while len(self._volumes) > self._keep:
+            self._volumes.popitem(last=False)
+        return vol
+
+    def _slice_path(self, loc: SliceLoc) -> Path:
+        return self.cache_dir / "slices" / loc.volume / f"{loc.z:05d}.npy"
+
+    def index(self, key: str) -> dict[str, Any]:
+        """{n, shape, spacing, z_mm, kernel} of a registered volume, from the cache or by reading it once."""
+        p = self.cache_dir / "slices" / key / "index.json"
+        if p.exists():
+            try:
+                return json.loads(p.read_text())
+            except (OSError, ValueError):
+                pass
+        return self._cut(key)
+
+    def _cut(self, key: str) -> dict[str, Any]:
+        """Read a volume, write each slice as .npy and an index.json; returns the index."""
+        vol = self.volume(key)
+        data = vol.data if vol.data.ndim == 3 else vol.data[..., 0]
+        folder = self.cache_dir / "slices" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        for z in range(data.shape[0]):
+            q = self._slice_path(SliceLoc(key, z))
+            if not q.exists():
+                with atomic_file(q) as tmp:
+                    np.save(tmp, np.ascontiguousarray(data[z], dtype=np.float32))
+        normal = vol.normal
+        z_mm = [float(np.dot(p, normal)) for p in vol.positions] if vol.positions is not None else []
+        info = {"n": int(data.shape[0]), "shape": [int(data.shape[1]), int(data.shape[2])],
+                "spacing": [float(s) for s in vol.spacing], "z_mm": z_mm, "kernel": str(vol.meta["kernel"]) if vol.meta.get("kernel") else None,
+                "name": self._names.get(key, key)}
+        with atomic_file(folder / "index.json") as tmp:
+            tmp.write_text(json.dumps(info))
+        return info
+
+    def read(self, loc: SliceLoc) -> np.ndarray:
+        """(H, W) float32 HU of one slice; cuts and caches every slice of the volume on first use."""
+        p = self._slice_path(loc)
+        for _ in range(2):
+            if p.exists():
+                try:
+                    return np.load(p)
+                except (OSError, ValueError):
+                    p.unlink(missing_ok=True)  # a damaged cache file is rewritten
+            self._cut(loc.volume)
+        raise IndexError(f"slice {loc.z} not in volume {self._names.get(loc.volume, loc.volume)}")
+
+    # pairs -----------------------------------------------------------------------------------
+    def nd(self, rec: SliceRecord, channels: int = 1) -> np.ndarray:
+        """(C, H, W) normal dose in HU (C=3: previous, this, next slice)."""
+        mid = self.read(rec.nd)
+        if channels == 1:
+            return mid[None]
+        prev, nxt = rec.neighbours or (rec.nd, rec.nd)
+        return np.stack([self.read(prev) if prev != rec.nd else mid, mid,
+                         self.read(nxt) if nxt != rec.nd else mid])
+
+    def ld(self, rec: SliceRecord, dose: float, channels: int = 1,
+           rng: np.random.Generator | None = None) -> np.ndarray:
+        """(C, h, w) low dose in HU at ``dose``: from disk, from the cache, or simulated now.
+
+        With ``rng`` (fresh noise) the slice is simulated with a seed drawn from it and not cached.
+        """
+        if rec.ld:
+            if dose not in rec.ld:
+                raise KeyError(f"no low-dose slice at dose {dose} for {rec.source}")
+            mid = rec.ld[dose]
+            prev, nxt = rec.ld_neighbours.get(dose, (mid, mid))
+            locs = [mid] if channels == 1 else [prev, mid, nxt]
+            nd_shape = self.read(rec.nd).shape
+            out = []
+            for loc in locs:
+                img = self.read(loc)
+                out.append(img if img.shape != nd_shape else self._down(img))  # else already low-res
+            return np.stack(out)
+        prev, nxt = rec.neighbours or (rec.nd, rec.nd)
+        locs = [rec.nd] if channels == 1 else [prev, rec.nd, nxt]
+        return np.stack([self._down(self._simulated(loc, dose, rec.pixel_spacing_mm, rng)) for loc in locs])
+
+    def _down(self, img: np.ndarray) -> np.ndarray:
+        if self.downsample == 1:
+            return img
+        from ldct.simulate import downsample
+
+        return np.asarray(downsample(img, self.downsample, method="area"), dtype=np.float32)
+
+    def sim_key(self, loc: SliceLoc, dose: float) -> tuple[str, int]:
+        """(cache key, noise seed) of the simulated low dose of one slice."""
+        params = json.dumps({"v": SIM_CACHE_VERSION, "vol": loc.volume, "z": loc.z, "dose": round(dose, 6),
+                             "seed": self.seed, "sim": self.sim}, sort_keys=True, default=str)
+        digest = hashlib.sha1(params.encode()).hexdigest()
+        return digest[:24], int(digest[24:32], 16)
+
+    def _simulated(self, loc: SliceLoc, dose: float, spacing: float, rng: np.random.Generator | None):
+        if rng is not None:
+            return self.simulate(self.read(loc), dose, spacing, int(rng.integers(2**31 - 1)))
+        key, seed = self.sim_key(loc, dose)
+        p = self.cache_dir / "sim" / key[:2] / f"{key}.npy"
+        if p.exists():
+            try:
+                return np.load(p)
+            except (OSError, ValueError):
+                pass
+        img = self.simulate(self.read(loc), dose, spacing, seed)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(p) as tmp:
+            np.save(tmp, img)
+        return img
+
+    def simulate(self, nd_hu: np.ndarray, dose: float, spacing: float, seed: int) -> np.ndarray:
+        """(H, W) HU -> (H, W) simulated low dose (float32 HU), no caching."""
+        from ldct.simulate import simulate_low_dose
+
+        if dose >= 1.0:
+            return nd_hu.astype(np.float32)
+        kw = dict(self.sim)
+        geometry = kw.pop("geometry", None)
+        if isinstance(geometry, dict):
+            from ldct.simulate import FanBeamGeometry  # type: ignore[attr-defined]
+
+            kw["geometry"] = FanBeamGeometry(**geometry)
+        out = simulate_low_dose(nd_hu, dose, pixel_spacing_mm=float(spacing), seed=seed, **kw)
+        return np.asarray(out, dtype=np.float32)
+
+    def is_cached(self, rec: SliceRecord, dose: float) -> bool:
+        if rec.ld:
+            return True
+        key, _ = self.sim_key(rec.nd, dose)
+        return (self.cache_dir / "sim" / key[:2] / f"{key}.npy").exists()

@@ -1,0 +1,330 @@
+"""Checkpoints: writing them during training, loading them for resume/evaluate/denoise, exporting models.
+
+Run folder layout::
+
+    RUN/config.yaml                       resolved recipe
+    RUN/checkpoints/step_0000200/         one checkpoint (written to a temporary folder, then renamed)
+        weights.safetensors               method.weights(): every network, '<net>.<param>'; meta in its header
+        meta.json                         method, networks and kwargs, HU window, data summary, step, metrics
+        train_state.pt                    optimizers, schedulers, RNG, data order, step (tensors and
+                                          primitives only: loads with torch.load(weights_only=True))
+    RUN/checkpoints/last                  text file: name of the newest checkpoint folder
+    RUN/checkpoints/best                  text file: name of the checkpoint with the best validation PSNR
+
+An exported model folder (:func:`export_model`) holds only ``weights.safetensors`` (the inference
+network) and ``meta.json``. Pickle files are never unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import ldct
+from ldct.atomic import atomic_dir, atomic_file
+from ldct.engine.config import plain
+from ldct.errors import LdctError
+from ldct.methods.base import Method
+
+CKPT_KIND = "ldct-checkpoint"
+MODEL_KIND = "ldct-model"
+FORMAT = 1
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".joblib"}
+_META_KEY = "ldct_meta"
+
+
+# ------------------------------------------------------------------------------------------------
+# metadata
+def net_spec(module: nn.Module) -> dict[str, Any] | None:
+    """The ``{"name": ..., **kwargs}`` a network was built from (see ``engine.specs.build_network``)."""
+    for m in (module, getattr(module, "module", None), getattr(getattr(module, "module", None), "module", None)):
+        spec = getattr(m, "ldct_spec", None) if m is not None else None
+        if spec is not None:
+            return dict(spec)
+    return None
+
+
+def make_meta(method: Any, recipe: Mapping[str, Any], *, step: int, metrics: Mapping[str, float] | None = None,
+              data_summary: Mapping[str, Any] | None = None, kind: str = CKPT_KIND) -> dict[str, Any]:
+    """The JSON metadata stored beside (and inside) a checkpoint's weights."""
+    networks = {name: net_spec(net) for name, net in method.nets.items()}
+    data = recipe.get("data", {})
+    return plain({
+        "kind": kind,
+        "format": FORMAT,
+        "ldct_version": ldct.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": recipe["method"],
+        "inference_net": method.inference_net,
+        "network": networks.get(method.inference_net),
+        "networks": networks,
+        "dose_conditioned": bool(method.dose_conditioned),
+        "scale": int(method.scale),
+        "hu_window": list(data.get("hu_window", [-1000.0, 1000.0])),
+        "channels": int(data.get("channels", 1)),
+        "doses": list(data.get("doses", [])),
+        "step": int(step),
+        "metrics": dict(metrics or {}),
+        "data_summary": dict(data_summary or {}),
+        "recipe": dict(recipe),
+    })
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+def step_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def save_checkpoint(run_dir: Path, method: Any, meta: Mapping[str, Any], train_state: Mapping[str, Any]) -> Path:
+    """Write ``RUN/checkpoints/step_XXXXXXX`` atomically and point ``last`` at it. Rank 0 only."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    target = ckpt_root / step_name(int(meta["step"]))
+    with atomic_dir(target, overwrite=True) as tmp:
+        save_weights(tmp / "weights.safetensors", method.weights(), meta)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        torch.save(dict(train_state), tmp / "train_state.pt")
+    write_pointer(ckpt_root, "last", target.name)
+    return target
+
+
+def save_weights(path: Path, weights: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """safetensors file whose header also carries the JSON metadata (a lone weights file is self-describing)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", _META_KEY: json.dumps(meta)})
+
+
+def write_pointer(ckpt_root: Path, name: str, target: str) -> None:
+    with atomic_file(ckpt_root / name) as tmp:
+        tmp.write_text(target + "\n")
+
+
+def read_pointer(ckpt_root: Path, name: str) -> Path | None:
+    p = ckpt_root / name
+    if not p.is_file():
+        return None
+    target = ckpt_root / p.read_text().strip()
+    return target if (target / "weights.safetensors").is_file() else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` step folders (never the ones ``last``/``best`` point at)."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    steps = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+    protected = {read_pointer(ckpt_root, "last"), read_pointer(ckpt_root, "best")}
+    removed = []
+    for p in steps[: max(0, len(steps) - keep)]:
+        if p not in protected:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def remove_after(run_dir: Path, step: int) -> None:
+    """Delete checkpoints newer than ``step`` (left by a run that diverged or was not resumed from them)."""
+    for p in (Path(run_dir) / "checkpoints").glob("step_*"):
+        try:
+            s = int(p.name.split("_", 1)[1])
+        except ValueError:
+            continue
+        if s > step:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# finding and reading
+def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """Run dir | checkpoint dir | model dir | weights file -> the ``weights.safetensors`` to load.
+
+    For a run folder, ``prefer`` ("best" or "last") picks the checkpoint; the other is the fallback.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise LdctError("checkpoint not found (no such file or folder)", p)
+    if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(p):
+            raise LdctError(
+                "is a pickle/PyTorch archive; ldct never unpickles model files (that can run arbitrary code); "
+                "use a .safetensors checkpoint written by ldct", p)
+        if p.suffix.lower() != ".safetensors":
+            raise LdctError("not an ldct model: expected a run folder, a checkpoint folder or a .safetensors file", p)
+        return p
+    if (p / "weights.safetensors").is_file():
+        return p / "weights.safetensors"
+    ckpt_root = p / "checkpoints"
+    if ckpt_root.is_dir():
+        order = ("best", "last") if prefer == "best" else ("last", "best")
+        for name in order:
+            target = read_pointer(ckpt_root, name)
+            if target is not None:
+                return target / "weights.safetensors"
+        steps = sorted(q for q in ckpt_root.glob("step_*") if (q / "weights.safetensors").is_file())
+        if steps:
+            return steps[-1] / "weights.safetensors"
+        raise LdctError("run folder has no checkpoint yet", p)
+    raise LdctError("not an ldct model: no weights.safetensors and no checkpoints/ folder here", p)
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
+
+
+def read_meta(weights_path: Path) -> dict[str, Any]:
+    """Metadata of a weights file: ``meta.json`` beside it, else the safetensors header."""
+    for cand in (weights_path.parent / "meta.json", weights_path.with_suffix(".json")):
+        if cand.is_file() and cand != weights_path:
+            try:
+                meta = json.loads(cand.read_text())
+            except (OSError, ValueError) as exc:
+                raise LdctError(f"unreadable checkpoint metadata ({exc})", cand) from None
+            break
+    else:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights_path), framework="pt") as f:
+                header = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise LdctError(f"not a valid safetensors file ({exc})", weights_path) from None
+        if _META_KEY not in header:
+            raise LdctError("not an ldct model: the safetensors file has no ldct metadata and no meta.json",
+                            weights_path)
+        meta = json.loads(header[_META_KEY])
+    if not isinstance(meta, dict) or meta.get("kind") not in (CKPT_KIND, MODEL_KIND):
+        raise LdctError("not an ldct model: metadata lacks kind 'ldct-checkpoint' or 'ldct-model'", weights_path)
+    return meta
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise LdctError(f"not a valid safetensors file ({exc})", path) from None
+
+
+def load_checkpoint(path: str | Path, *, inference_only: bool | None = None, prefer: str = "best") -> tuple[Any, dict]:
+    """Rebuild a trained method and load its weights (CPU).
+
+    Args:
+        path: a run folder (its ``best`` checkpoint, else ``last``), a checkpoint or model folder, or a
+            ``.safetensors`` file written by ldct.
+        inference_only: build only the inference network (default: True for exported models, False for
+            training checkpoints, which rebuild the whole method from the recipe in ``meta.json``).
+    Returns:
+        ``(method, meta)``; ``method.predict(x)`` maps (B, C, H, W) network range -> (B, C, H*s, W*s).
+    Raises:
+        LdctError: missing/pickle/non-ldct file, or weights that do not fit the network in the metadata.
+    """
+    weights_path = resolve_checkpoint(path, prefer=prefer)
+    meta = read_meta(weights_path)
+    tensors = _load_tensors(weights_path)
+    if inference_only is None:
+        inference_only = meta["kind"] == MODEL_KIND
+    if inference_only:
+        method = InferenceModel.from_meta(meta, weights_path)
+    else:
+        method = _build_method(meta, weights_path)
+    try:
+        method.load_weights(tensors, strict=True) if not inference_only else method.load_weights(
+            {k: v for k, v in tensors.items() if k.startswith(method.inference_net + ".")}, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[:3])
+        raise LdctError(
+            f"weights do not fit the network in the metadata ({_describe(meta)}): {detail[:300]}", weights_path
+        ) from None
+    method.train(False)
+    return method, meta
+
+
+def _describe(meta: Mapping[str, Any]) -> str:
+    net = meta.get("network") or {}
+    kwargs = ", ".join(f"{k}={v}" for k, v in net.items() if k != "name")
+    return f"{meta.get('method')}/{net.get('name', '?')}({kwargs})"
+
+
+def _build_method(meta: Mapping[str, Any], where: Path) -> Any:
+    from ldct.engine.config import validate_method_args
+    from ldct.methods.base import METHODS
+
+    recipe = meta.get("recipe") or {}
+    try:
+        args = validate_method_args(recipe["method"], recipe.get("args") or {}, where)
+        return METHODS.get(recipe["method"])(**args)
+    except KeyError:
+        raise LdctError("checkpoint metadata has no recipe (method and args)", where) from None
+
+
+class InferenceModel(Method):
+    """Only a method's inference network, rebuilt from metadata (what exported models load into)."""
+
+    def __init__(self, net: nn.Module, *, method: str, inference_net: str, dose_conditioned: bool, scale: int):
+        super().__init__()
+        self.name = method  # type: ignore[misc]
+        self.inference_net = inference_net  # type: ignore[misc]
+        self.dose_conditioned = dose_conditioned
+        self.scale = scale
+        self.add_net(inference_net, net)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], where: Path) -> InferenceModel:
+        from ldct.engine.specs import build_network
+
+        name = str(meta.get("inference_net", "net"))
+        spec = meta.get("network") or (meta.get("networks") or {}).get(name)
+        if not spec:
+            raise LdctError("model metadata does not name its network", where)
+        try:
+            net = build_network(spec, where="network")
+        except LdctError as exc:
+            raise LdctError(f"model metadata: {exc}", where) from None
+        return cls(net, method=str(meta.get("method", "?")), inference_net=name,
+                   dose_conditioned=bool(meta.get("dose_conditioned", False)), scale=int(meta.get("scale", 1)))
+
+    def inference_module(self) -> nn.Module:
+        if self.dose_conditioned:
+            return self.nets[self.inference_net]
+        return super().inference_module()
+
+
+# ------------------------------------------------------------------------------------------------
+# export
+def export_model(run_or_ckpt: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+                 prefer: str = "best") -> Path:
+    """Write a minimal inference model: ``out_dir/weights.safetensors`` (the inference network only,
+    keys ``<net>.<param>``) and ``out_dir/meta.json`` (kind 'ldct-model', no optimizer state)."""
+    weights_path = resolve_checkpoint(run_or_ckpt, prefer=prefer)
+    meta = dict(read_meta(weights_path))
+    tensors = _load_tensors(weights_path)
+    method, _ = load_checkpoint(weights_path, inference_only=True)  # checks the weights fit
+    prefix = method.inference_net + "."
+    kept = {k: v for k, v in tensors.items() if k.startswith(prefix)}
+    meta.update(kind=MODEL_KIND, exported_from=str(weights_path.parent), networks={
+        method.inference_net: meta.get("network")})
+    out = Path(out_dir)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        save_weights(tmp / "weights.safetensors", kept, meta)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_train_state(ckpt_dir: Path) -> dict[str, Any]:
+    """``train_state.pt`` of a checkpoint, loaded with ``weights_only=True``."""
+    path = Path(ckpt_dir) / "train_state.pt"
+    if not path.is_file():
+        raise LdctError("checkpoint has no train_state.pt (an exported model cannot be resumed)", ckpt_dir)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling refusal or corrupt file)
+        raise LdctError(f"cannot read training state ({type(exc).__name__}: {str(exc)[:200]})", path) from None

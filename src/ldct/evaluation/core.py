@@ -1,0 +1,253 @@
+"""Score a denoiser (and classical baselines) on whole slices: :func:`evaluate`.
+
+For every (slice, dose) of a :class:`ldct.data.SliceDataset` the rows are:
+
+- ``low-dose``: the input itself (bicubic-upsampled to the reference size for super-resolution);
+- ``gaussian``: :func:`ldct.baselines.gaussian_filter_hu` of the input (sigma in pixels, fixed);
+- ``bm3d``: :func:`ldct.baselines.bm3d_hu` with the noise level estimated from the input (no oracle);
+- the model (named by ``name``), run through ``ldct.infer.predict_volume`` as ``ldct denoise`` runs it,
+  with the dose passed to dose-conditioned networks.
+
+Each row holds :func:`ldct.metrics.compute_metrics` (PSNR, SSIM, RMSE in HU, MSE in HU^2 in every named
+window of ``ldct.hu.METRIC_WINDOWS``; both images clipped to the window, data range = window width) and
+noise in body soft tissue (ROI chosen on the normal-dose image, the same pixels for every row):
+``noise_std_hu`` (high-pass noise of the row's image, no reference), ``residual_std_hu`` (std of image
+minus normal dose) and ``noise_std_nd_hu`` (the normal dose's own high-pass noise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldct.hu import DEFAULT_NET_WINDOW, METRIC_WINDOWS, Window, hu_to_net, net_to_hu
+
+BASELINES = ("low-dose", "gaussian", "bm3d")
+GAUSSIAN_SIGMA_PX = 1.0
+ID_COLUMNS = ("method", "dose", "patient_id", "slice_index", "kernel", "z_mm", "source")
+
+
+@dataclass
+class EvalResults:
+    """Per-slice rows and per-(dose, method) means, plus a few slices kept for figures."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    metric_columns: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    samples: dict[float, list[dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
+    """dose -> up to ``keep_samples`` slices of {"ld", "out", "nd"} (H, W) HU (model output)."""
+
+    def row(self, method: str, dose: float | None = None) -> dict[str, Any]:
+        """The summary row of ``method`` (at ``dose``; the only dose when None)."""
+        rows = [r for r in self.summary if r["method"] == method and (dose is None or r["dose"] == dose)]
+        if len(rows) != 1:
+            raise KeyError(f"no single summary row for method {method!r} at dose {dose}: {len(rows)} found")
+        return rows[0]
+
+
+def _upsample(hu: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) HU -> (H, W) by bicubic interpolation (the super-resolution input baseline)."""
+    t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bicubic", align_corners=False)[0, 0].numpy()
+
+
+def _noise(img: np.ndarray, nd: np.ndarray, roi: np.ndarray | None) -> dict[str, float]:
+    from ldct.metrics.noise import noise_std_hu
+
+    if roi is None or not roi.any():
+        return {"noise_std_hu": math.nan, "residual_std_hu": math.nan}
+    return {"noise_std_hu": noise_std_hu(img, roi=roi), "residual_std_hu": noise_std_hu(img, nd, roi=roi)}
+
+
+class _Predictor:
+    """Runs the model on (C, h, w) HU slices -> (H, W) HU (centre channel)."""
+
+    def __init__(self, model: Any, *, window: Window | None, scale: int | None, dose_conditioned: bool | None,
+                 device: str, tile: int | None):
+        if hasattr(model, "inference_module"):  # an ldct Method
+            self.module: nn.Module = model.inference_module()
+            self.scale = int(scale or getattr(model, "scale", 1))
+            self.dose_conditioned = bool(getattr(model, "dose_conditioned", False)
+                                         if dose_conditioned is None else dose_conditioned)
+        else:
+            self.module = model
+            self.scale = int(scale or 1)
+            self.dose_conditioned = bool(dose_conditioned)
+        self.window = window or DEFAULT_NET_WINDOW
+        self.device, self.tile = device, tile
+
+    def __call__(self, ld: np.ndarray, dose: float) -> np.ndarray:
+        from ldct.infer import predict_volume
+
+        d = float(dose) if self.dose_conditioned else None
+        if ld.shape[0] == 1:
+            return predict_volume(self.module, ld[0], window=self.window, dose=d, batch_size=1, tile=self.tile,
+                                  device=self.device, scale=self.scale)
+        # several channels (neighbouring slices): one forward pass, centre channel out
+        dev = torch.device(self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        x = hu_to_net(torch.from_numpy(ld)[None].to(dev), self.window)
+        self.module.to(dev).eval()
+        with torch.inference_mode():
+            y = self.module(x) if d is None else self.module(x, torch.full((1,), d, device=dev))
+        return net_to_hu(y[0, y.shape[1] // 2].float(), self.window).cpu().numpy()
+
+
+def evaluate(
+    model: Any,
+    dataset: Any,
+    *,
+    name: str = "model",
+    window: Window | None = None,
+    doses: Sequence[float] | None = None,
+    baselines: bool | Sequence[str] = True,
+    windows: Sequence[str] | None = None,
+    device: str = "cpu",
+    tile: int | None = None,
+    scale: int | None = None,
+    dose_conditioned: bool | None = None,
+    max_slices: int | None = None,
+    bm3d_max_slices: int | None = 8,
+    keep_samples: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResults:
+    """Score ``model`` and the baselines on every (slice, dose) item of ``dataset``.
+
+    Args:
+        model: an ldct ``Method`` (its inference network, ``scale`` and ``dose_conditioned`` are used), a
+            module ``forward(x, dose=None)`` on (B, C, h, w) network-range tensors, or None (baselines only).
+        dataset: a :class:`ldct.data.SliceDataset` (anything with ``len`` and ``get_hu(i) -> (ld (C, h, w)
+            HU, nd (C, H, W) HU, meta)`` where meta has ``dose``).
+        name: the model's row name.
+        window: the network's HU window (default [-1000, 1000]).
+        doses: only these dose levels (default: all in the dataset).
+        baselines: True (all), False, or a subset of ``("low-dose", "gaussian", "bm3d")``.
+        windows: metric window names (default: all of ``ldct.hu.METRIC_WINDOWS``).
+        max_slices: at most this many slices per dose (evenly spaced), None = all.
+        bm3d_max_slices: BM3D (~30 s per 512x512 slice on one CPU core) on at most this many slices per
+            dose (evenly spaced; the ``n`` column of the summary says how many), None = all.
+        keep_samples: slices per dose kept for sample figures.
+    Returns:
+        :class:`EvalResults` with per-slice ``rows`` and per-(dose, method) ``summary``.
+    """
+    from ldct.baselines import bm3d_hu, gaussian_filter_hu
+    from ldct.metrics import compute_metrics
+    from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
+
+    wins = list(windows or METRIC_WINDOWS)
+    chosen = set(BASELINES if baselines is True else () if baselines is False else baselines)
+    unknown = chosen - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
+    pred = None if model is None else _Predictor(model, window=window, scale=scale,
+                                                 dose_conditioned=dose_conditioned, device=device, tile=tile)
+    items = _select(dataset, doses, max_slices)
+    bm3d_set = {i for d in {m["dose"] for _, m in items} for i in
+                _spread([i for i, m in items if m["dose"] == d], bm3d_max_slices)}
+    rows: list[dict[str, Any]] = []
+    samples: dict[float, list[dict[str, np.ndarray]]] = {}
+    timing = {"model_s": 0.0, "bm3d_s": 0.0}
+    for n_done, (i, _) in enumerate(items):
+        ld, nd, meta = dataset.get_hu(i)
+        ld_c, nd_c = ld[ld.shape[0] // 2], nd[nd.shape[0] // 2]
+        dose = float(meta["dose"])
+        ident = {k: meta.get(k) for k in ID_COLUMNS if k in meta}
+        ident["dose"] = dose
+        roi = soft_tissue_roi(nd_c)
+        nd_noise = noise_std_hu(nd_c, roi=roi) if roi.any() else math.nan
+        sr = ld_c.shape != nd_c.shape
+        ld_up = _upsample(ld_c, nd_c.shape) if sr else ld_c
+        outputs: dict[str, np.ndarray] = {}
+        if "low-dose" in chosen:
+            outputs["low-dose (bicubic)" if sr else "low-dose"] = ld_up
+        if "gaussian" in chosen:
+            g = gaussian_filter_hu(ld_c, GAUSSIAN_SIGMA_PX)
+            outputs["gaussian"] = _upsample(g, nd_c.shape) if sr else g
+        if "bm3d" in chosen and i in bm3d_set:
+            t0 = time.perf_counter()
+            b = bm3d_hu(ld_c)
+            timing["bm3d_s"] += time.perf_counter() - t0
+            outputs["bm3d"] = _upsample(b, nd_c.shape) if sr else b
+        if pred is not None:
+            t0 = time.perf_counter()
+            out = pred(ld, dose)
+            timing["model_s"] += time.perf_counter() - t0
+            if out.shape != nd_c.shape:
+                raise ValueError(f"model output {out.shape} does not match the reference {nd_c.shape} "
+                                 f"(scale {pred.scale}) for {meta.get('source')}")
+            outputs[name] = out
+            kept = samples.setdefault(dose, [])
+            if len(kept) < keep_samples:
+                kept.append({"ld": ld_up, "out": out, "nd": nd_c, **{k: ident.get(k) for k in ("patient_id",
+                                                                                               "slice_index")}})
+        for method, img in outputs.items():
+            row = {"method": method, **ident, **compute_metrics(img, nd_c, wins), **_noise(img, nd_c, roi),
+                   "noise_std_nd_hu": nd_noise}
+            rows.append(row)
+        if progress is not None:
+            progress(n_done + 1, len(items))
+    metric_cols = [k for k in rows[0] if k not in ID_COLUMNS] if rows else []
+    meta = {"windows": {w: METRIC_WINDOWS[w].describe() for w in wins if w in METRIC_WINDOWS},
+            "gaussian_sigma_px": GAUSSIAN_SIGMA_PX, "bm3d_max_slices": bm3d_max_slices, "model": name,
+            "scale": pred.scale if pred else 1, "dose_conditioned": pred.dose_conditioned if pred else False,
+            "n_items": len(items), "timing_s": timing}
+    return EvalResults(rows, summarize(rows, metric_cols), metric_cols, meta, samples)
+
+
+def _spread(idx: list[int], n: int | None) -> list[int]:
+    """At most ``n`` of ``idx``, evenly spaced (all when n is None)."""
+    if n is None or len(idx) <= n:
+        return idx
+    pick = np.unique(np.linspace(0, len(idx) - 1, n).round().astype(int))
+    return [idx[k] for k in pick]
+
+
+def _select(dataset: Any, doses: Sequence[float] | None, max_slices: int | None) -> list[tuple[int, dict]]:
+    """(index, {dose}) of the dataset items to score."""
+    if hasattr(dataset, "items"):
+        metas = [{"dose": float(d)} for _, d in dataset.items]
+    else:
+        metas = [{"dose": float(dataset.get_hu(i)[2]["dose"])} for i in range(len(dataset))]
+    keep = [(i, m) for i, m in enumerate(metas) if doses is None or any(abs(m["dose"] - d) < 1e-9 for d in doses)]
+    out: list[tuple[int, dict]] = []
+    for d in sorted({m["dose"] for _, m in keep}):
+        idx = _spread([i for i, m in keep if m["dose"] == d], max_slices)
+        out.extend((i, {"dose": d}) for i in idx)
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dict[str, Any]]:
+    """Mean of every metric per (dose, method), with ``n`` slices, ``patients`` and, for PSNR, the gain
+    over the low-dose input on the same slices (``psnr_gain_<window>``, dB)."""
+    out = []
+    keys = sorted({(r["dose"], r["method"]) for r in rows}, key=lambda k: (k[0], _order(k[1])))
+    for dose, method in keys:
+        rs = [r for r in rows if r["dose"] == dose and r["method"] == method]
+        s: dict[str, Any] = {"dose": dose, "method": method, "n": len(rs),
+                             "patients": ",".join(sorted({str(r.get("patient_id")) for r in rs}))}
+        for c in metric_cols:
+            vals = np.asarray([r[c] for r in rs], dtype=np.float64)
+            s[c] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+        base = {(r.get("patient_id"), r.get("slice_index"), r.get("source")): r for r in rows
+                if r["dose"] == dose and r["method"].startswith("low-dose")}
+        for c in [c for c in metric_cols if c.startswith("psnr_")]:
+            gains = [r[c] - base[k][c] for r in rs
+                     if (k := (r.get("patient_id"), r.get("slice_index"), r.get("source"))) in base]
+            s[c.replace("psnr_", "psnr_gain_")] = float(np.mean(gains)) if gains else math.nan
+        out.append(s)
+    return out
+
+
+def _order(method: str) -> tuple[int, str]:
+    for k, b in enumerate(BASELINES):
+        if method.startswith(b):
+            return (k, method)
+    return (len(BASELINES), method)

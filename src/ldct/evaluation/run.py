@@ -1,0 +1,116 @@
+"""What ``ldct evaluate RUN_DIR_OR_CHECKPOINT --data DATA`` does: :func:`evaluate_run`.
+
+1. Load the model (``ldct.engine.load_checkpoint``; only the inference network).
+2. Rebuild the run's ``data:`` section with ``root`` = DATA (doses overridable), reusing the run's cache of
+   simulated slices when evaluating a run folder.
+3. Pick patients: ``split="test"`` (default), ``"val"`` or ``"train"`` use the run's ``split.json`` (or the
+   split its recipe makes of DATA's patients when there is none); ``"all"`` takes every patient in DATA.
+   The output records which evaluated patients the model was trained on.
+4. Score the model and the baselines (:func:`ldct.evaluation.evaluate`) and write CSVs, JSON and figures.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from ldct.errors import LdctError
+from ldct.evaluation.core import EvalResults, evaluate
+from ldct.evaluation.report import write_results
+from ldct.hu import Window
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def find_run_dir(path: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (None for a lone exported model or weights file)."""
+    p = path if path.is_dir() else path.parent
+    for cand in (p, p.parent, p.parent.parent):
+        if (cand / "checkpoints").is_dir() or (cand / "config.yaml").is_file() and (cand / "split.json").is_file():
+            return cand
+    return None
+
+
+def evaluate_run(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    doses: Sequence[float] | None = None,
+    baselines: bool | Sequence[str] = True,
+    split: str = "test",
+    device: str = "cpu",
+    max_slices: int | None = None,
+    bm3d_max_slices: int | None = 8,
+    tile: int | None = None,
+    figures: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[EvalResults, Path]:
+    """Evaluate a run folder or checkpoint on DATA; returns the results and the output folder."""
+    from ldct.data.build import eval_dataset
+    from ldct.data.config import parse_data_config
+    from ldct.data.datasets import SliceDataset
+    from ldct.data.split import make_split, read_split
+    from ldct.engine.checkpoint import load_checkpoint
+
+    if split not in SPLITS:
+        raise LdctError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    data = Path(data)
+    if not data.exists():
+        raise LdctError("data not found (no such file or folder)", data)
+    model_path = Path(model_path)
+    method, meta = load_checkpoint(model_path, inference_only=True)
+    run_dir = find_run_dir(model_path)
+    section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
+    section["root"] = str(data.absolute())
+    section.pop("dose_range", None)  # evaluation uses discrete dose levels
+    if doses:
+        section["doses"] = [float(d) for d in doses]
+    try:
+        cfg = parse_data_config(section)
+    except LdctError as exc:
+        raise LdctError(f"checkpoint's data section: {exc}", model_path) from None
+    weights_dir = model_path if model_path.is_dir() else model_path.parent
+    out_dir = Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else out_dir / "cache")
+
+    # who to evaluate
+    full, src = eval_dataset(cfg, cache_dir=cache_dir, doses=list(doses) if doses else None)
+    found = src.patient_ids
+    run_split = None
+    if run_dir is not None and (run_dir / "split.json").is_file():
+        run_split = read_split(run_dir)
+    if split == "all":
+        patients = found
+    else:
+        part_split = run_split or make_split(found, cfg.split)
+        wanted = getattr(part_split, split)
+        patients = [p for p in wanted if p in found]
+        if not patients:
+            origin = f"{run_dir / 'split.json'}" if run_split else "the recipe's split"
+            raise LdctError(f"none of the {split} patients of {origin} ({', '.join(wanted) or 'none'}) are in "
+                            f"the data (found: {', '.join(found)}); use --split all to evaluate every patient",
+                            data)
+    ds = SliceDataset(full.store, [r for r in full.records if r.patient_id in set(patients)], doses=full.doses,
+                      scale=full.scale, channels=full.channels, window=full.window)
+    if len(ds) == 0:
+        raise LdctError("no slices to evaluate at the requested doses", data)
+    trained_on = sorted(set(patients) & set(run_split.train)) if run_split else []
+
+    net = meta.get("network") or {}
+    name = f"{meta.get('method', 'model')}/{net.get('name', '?')}"
+    w = meta.get("hu_window") or [cfg.hu_window.lo, cfg.hu_window.hi]
+    results = evaluate(method, ds, name=name, window=Window(float(w[0]), float(w[1]), "net"), baselines=baselines,
+                       device=device, tile=tile, max_slices=max_slices, bm3d_max_slices=bm3d_max_slices,
+                       progress=progress)
+    results.meta.update({
+        "checkpoint": str(model_path), "run_dir": str(run_dir) if run_dir else None, "step": meta.get("step"),
+        "network": net, "data": str(data), "data_kind": src.kind, "split": split, "patients": patients,
+        "patients_in_training_set": trained_on, "doses": ds.doses,
+        "net_window_hu": [float(w[0]), float(w[1])],
+    })
+    if trained_on:
+        results.meta.setdefault("warnings", []).append(
+            f"evaluated patients {', '.join(trained_on)} were in the model's training set")
+    write_results(results, out_dir, figures=figures)
+    return results, out_dir

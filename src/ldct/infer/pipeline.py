@@ -1,0 +1,251 @@
+"""``ldct denoise`` as a library call: read a scan, denoise it with a model, write the same kind of output.
+
+:func:`denoise_path` checks everything a user can get wrong *before* the (slow) network runs: the input
+exists and is CT in HU, the output does not lie inside the input series folder, the output does not
+exist (unless ``overwrite``), the dose is in (0, 1]. The output is written atomically by ``ldct.io``
+(a DICOM series appears complete or not at all); the input is only ever read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ldct.atomic import atomic_file, is_inside
+from ldct.errors import LdctError
+from ldct.hu import DISPLAY_WINDOWS, to_display
+from ldct.infer.predict import Progress, predict_volume, resolve_device
+from ldct.model_zoo import LoadedModel
+from ldct.volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def output_kind(path: Path) -> str:
+    """'dicom' (a folder: no suffix), 'nifti', 'npy' - from the path's name."""
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(".npy"):
+        return "npy"
+    if path.suffix == "" or path.is_dir():
+        return "dicom"
+    raise LdctError("unsupported output: use a folder (DICOM series), .nii/.nii.gz or .npy", path)
+
+
+def check_dose(dose: float | None) -> None:
+    if dose is not None and not (math.isfinite(dose) and 0.0 < dose <= 1.0):
+        raise LdctError(f"--dose {dose:g}: must be a dose fraction in (0, 1] (e.g. 0.25 for quarter dose)")
+
+
+def check_paths(inp: Path, out: Path, *, overwrite: bool, preview: Path | None = None) -> None:
+    """Input exists; outputs are not the input, not inside the input folder, not already there."""
+    if not inp.exists():
+        raise LdctError("input not found", inp)
+    for target in [out] + ([preview] if preview is not None else []):
+        if target.resolve() == inp.resolve() or (inp.is_dir() and is_inside(target, inp)):
+            raise LdctError("output must not be the input or lie inside the input series folder", target)
+        if is_inside(inp, target):
+            raise LdctError("output must not be a folder that contains the input", target)
+    if preview is not None and preview.resolve() == out.resolve():
+        raise LdctError("--preview must differ from the output", preview)
+    if not overwrite:
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise LdctError("output already exists (pass --overwrite to replace it)", out)
+        if preview is not None and preview.exists():
+            raise LdctError("preview already exists (pass --overwrite to replace it)", preview)
+
+
+def check_ct(vol: Volume, path: Path) -> None:
+    """Refuse anything that is not single-channel CT in HU."""
+    modality = str(vol.meta.get("modality") or "").upper()
+    if modality and modality != "CT":
+        raise LdctError(f"not a CT series (Modality {modality}); ldct denoises CT in Hounsfield units", path)
+    if not vol.is_hu or vol.channels != 1:
+        raise LdctError("not CT in Hounsfield units (an ordinary image?); ldct denoises CT", path)
+    if min(vol.shape[1:3]) < 16:
+        raise LdctError(f"slices of {vol.shape[1]}x{vol.shape[2]} pixels are too small to denoise", path)
+
+
+@dataclass
+class DenoiseResult:
+    output: Path
+    slices: int
+    shape: tuple[int, ...]
+    seconds: float
+    model: str
+    device: str
+    dose: float | None
+    dose_how: str
+    noise_before: float | None
+    noise_after: float | None
+    noise_how: str
+    preview: Path | None = None
+
+    @property
+    def slices_per_s(self) -> float:
+        return self.slices / self.seconds if self.seconds > 0 else float("inf")
+
+
+def choose_dose(
+    model: LoadedModel,
+    vol: Volume,
+    dose: float | None,
+    *,
+    reference_ctdivol: float | None = None,
+    reference_mas: float | None = None,
+    reference_noise_hu: float | None = None,
+) -> tuple[float | None, str]:
+    """The dose to give the model and a sentence saying where it came from."""
+    if not model.dose_conditioned:
+        if dose is not None:
+            return None, f"--dose {dose:g} ignored: {model.name} is not dose-conditioned"
+        return None, f"{model.name} is not dose-conditioned (no dose needed)"
+    if dose is not None:
+        return dose, f"dose {dose:g} from --dose"
+    try:
+        from ldct.dose import estimate_dose
+    except ImportError:
+        raise LdctError(f"model {model.name} is dose-conditioned: pass --dose (a fraction in (0, 1])") from None
+    ref_noise = reference_noise_hu
+    if ref_noise is None and reference_ctdivol is None and reference_mas is None:
+        ref_noise = model.meta.get("reference_noise_hu")  # the model's normal-dose training noise, if recorded
+    d, how = estimate_dose(
+        vol, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
+        reference_noise_hu=None if ref_noise is None else float(ref_noise),
+    )
+    return d, how
+
+
+def noise_before_after(before: np.ndarray, after: np.ndarray, max_slices: int = 16) -> tuple[
+    float | None, float | None, str
+]:
+    """Noise std (HU) of two aligned (z, y, x) volumes in the same body soft-tissue ROI.
+
+    The ROI (``ldct.metrics.noise.soft_tissue_roi``: flat tissue in [-100, 150] HU inside the body) is
+    chosen on the Gaussian-smoothed input, on at most ``max_slices`` evenly spread slices; noise is the
+    std of a Gaussian high-pass (sigma 2 px, white-noise gain removed) in that ROI, for both volumes.
+    """
+    from scipy import ndimage as ndi
+
+    from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
+
+    z = before.shape[0]
+    idx = np.unique(np.linspace(0, z - 1, min(max_slices, z)).round().astype(int))
+    b, a = before[idx].astype(np.float32), after[idx].astype(np.float32)
+    roi = soft_tissue_roi(ndi.gaussian_filter(b, (0, 2, 2)))
+    if roi.sum() < 50:
+        return None, None, "no flat soft tissue found inside the body"
+    how = (f"high-pass (Gaussian sigma 2 px) std in flat body soft tissue [-100, 150] HU, "
+           f"{int(roi.sum())} px on {len(idx)} slices")
+    return float(noise_std_hu(b, roi=roi)), float(noise_std_hu(a, roi=roi)), how
+
+
+def write_preview(before: np.ndarray, after: np.ndarray, path: Path, *, labels: tuple[str, str]) -> Path:
+    """Before | after PNG of one (y, x) HU slice pair in the soft-tissue window (C40/W400), atomically."""
+    from PIL import Image, ImageDraw
+
+    win = DISPLAY_WINDOWS["soft"]
+    a, b = to_display(before, win), to_display(after, win)
+    gap = np.full((a.shape[0], 8), 255, dtype=np.uint8)
+    img = Image.fromarray(np.concatenate([a, gap, b], axis=1), mode="L").convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for x0, text in ((4, labels[0]), (a.shape[1] + 12, labels[1])):
+        draw.text((x0 + 1, 5), text, fill=(0, 0, 0))
+        draw.text((x0, 4), text, fill=(255, 255, 0))
+    draw.text((4, a.shape[0] - 14), f"window {win.describe()}", fill=(255, 255, 0))
+    with atomic_file(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def output_volume(vol: Volume, data: np.ndarray, scale: int, model: LoadedModel) -> Volume:
+    """The denoised Volume: same geometry (finer in-plane grid for scale > 1), provenance in meta."""
+    meta = {"ldct_model": model.name, "ldct_method": model.method, "ldct_network": model.network}
+    out = vol.with_data(data, **meta)
+    if scale != 1:
+        o = np.asarray(vol.orientation, dtype=np.float64)
+        sz, sy, sx = vol.spacing
+        # first voxel centre moves from half an old pixel to half a new pixel from the slice corner
+        shift = -o[:3] * (sx / 2 - sx / scale / 2) - o[3:] * (sy / 2 - sy / scale / 2)
+        out.spacing = (sz, sy / scale, sx / scale)
+        out.positions = np.asarray(vol.positions) + shift
+    return out
+
+
+def denoise_path(
+    inp: Path,
+    out: Path,
+    *,
+    model: LoadedModel,
+    dose: float | None = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    tile: int | None = None,
+    overlap: int = 32,
+    precision: str = "auto",
+    series: str | None = None,
+    overwrite: bool = False,
+    preview: Path | None = None,
+    reference_ctdivol: float | None = None,
+    reference_mas: float | None = None,
+    reference_noise_hu: float | None = None,
+    progress: Progress | None = None,
+    on_start: object = None,
+) -> DenoiseResult:
+    """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
+
+    ``on_start(vol, dose, how)`` is called once the input is read and the dose is known (to print it).
+    Raises :class:`LdctError` for every user mistake, before any output is written.
+    """
+    from ldct.io import read_volume, write_volume
+
+    inp, out = Path(inp), Path(out)
+    check_dose(dose)
+    check_paths(inp, out, overwrite=overwrite, preview=preview)
+    output_kind(out)
+    dev = resolve_device(device)
+    if precision == "auto":
+        precision = ("bf16" if torch_bf16_ok(dev) else "16") if dev.type == "cuda" else "32"
+    vol = read_volume(inp, series=series)
+    check_ct(vol, inp)
+    used_dose, how = choose_dose(
+        model, vol, dose, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
+        reference_noise_hu=reference_noise_hu,
+    )
+    if callable(on_start):
+        on_start(vol, used_dose, how)
+    t0 = time.perf_counter()
+    data = predict_volume(
+        model.module, vol.data, window=model.window, dose=used_dose, batch_size=batch_size, tile=tile,
+        overlap=overlap, device=dev, precision=precision, scale=model.scale, progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    result_vol = output_volume(vol, data, model.scale, model)
+    desc = f"ldct denoised ({model.name})"
+    written = write_volume(result_vol, out, source=vol, description=desc, overwrite=overwrite)
+    if model.scale == 1:
+        before, after, nhow = noise_before_after(vol.data, data)
+    else:
+        before, after, nhow = None, None, "not measured for super-resolution models"
+    if preview is not None:
+        k = vol.shape[0] // 2
+        b = vol.data[k]
+        if model.scale != 1:
+            b = np.kron(b, np.ones((model.scale, model.scale), dtype=np.float32))
+        write_preview(b, data[k], preview, labels=("input", f"ldct {model.name}"))
+    return DenoiseResult(
+        output=Path(written or out), slices=vol.shape[0], shape=tuple(data.shape), seconds=seconds,
+        model=model.describe(), device=str(dev), dose=used_dose, dose_how=how, noise_before=before,
+        noise_after=after, noise_how=nhow, preview=preview,
+    )
+
+
+def torch_bf16_ok(dev) -> bool:
+    import torch
+
+    return dev.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -1,0 +1,193 @@
+"""Gather what a report shows from a training run folder or an evaluation folder.
+
+- **evaluation folder** (``ldct evaluate`` output: ``summary.json`` of kind ``ldct-evaluation``,
+  ``per_slice.csv``, ``samples.npz``): the per-dose metric table, metric-vs-dose plots and the viewer.
+  When it belongs to a run, that run's training curves are added.
+- **run folder** (``ldct train`` output: ``config.yaml``, ``logs/csv/metrics.csv``, ``checkpoints/``):
+  loss and validation curves, the checkpoint's validation metrics, and every evaluation folder inside
+  it (``eval_*``). Without one, the latest sample grid the training wrote is shown and the notes say
+  how to add an evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ldct.errors import LdctError
+from ldct.report.data import Figure, MetricTable, ReportData
+from ldct.report.figures import metric_vs_dose_figure, training_figures
+from ldct.report.samples import read_samples
+
+#: summary columns of the main per-dose table: (key, header, +1 higher is better / -1 lower is better)
+MAIN_COLUMNS = (
+    ("psnr_soft_tissue", "PSNR soft dB", 1),
+    ("psnr_gain_soft_tissue", "gain soft dB", 1),
+    ("ssim_soft_tissue", "SSIM soft", 1),
+    ("rmse_soft_tissue", "RMSE soft HU", -1),
+    ("psnr_full", "PSNR full dB", 1),
+    ("ssim_full", "SSIM full", 1),
+    ("rmse_full", "RMSE full HU", -1),
+    ("noise_std_hu", "noise std HU", 0),
+    ("residual_std_hu", "residual std HU", -1),
+)
+PLOT_METRICS = (("psnr_soft_tissue", "PSNR soft tissue (dB)"), ("ssim_soft_tissue", "SSIM soft tissue"),
+                ("noise_std_hu", "noise std (HU)"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LdctError(f"unreadable ({exc})", path) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k, v in r.items():
+            try:
+                r[k] = float(v) if k not in ("method", "patient_id", "kernel", "source", "patients") else v
+            except (TypeError, ValueError):
+                pass
+    return rows
+
+
+def is_eval_dir(p: Path) -> bool:
+    return (p / "summary.json").is_file() and _read_json(p / "summary.json").get("kind") == "ldct-evaluation"
+
+
+def is_run_dir(p: Path) -> bool:
+    return (p / "checkpoints").is_dir() or ((p / "config.yaml").is_file() and (p / "logs").is_dir())
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
+    """The per-dose table (main columns) and a table of every metric."""
+    rows = summary.get("summary") or []
+    if not rows:
+        return []
+    windows = summary.get("windows") or {}
+    wnote = "; ".join(f"{k}: {v}" for k, v in windows.items())
+    cols = [(k, h, b) for k, h, b in MAIN_COLUMNS if any(k in r for r in rows)]
+    main = MetricTable(
+        title="per-dose metrics (mean over slices)",
+        columns=["dose", "method", "n"] + [h for _, h, _ in cols],
+        rows=[[_num(r.get("dose")), str(r.get("method")), _num(r.get("n"))] + [_num(r.get(k)) for k, _, _ in cols]
+              for r in rows],
+        note=("PSNR/SSIM/RMSE against the normal dose, both clipped to the named HU window with data_range = "
+              f"window width ({wnote}). Gain: PSNR minus the low-dose input's on the same slices. Bold: best "
+              "per dose. Noise std: soft-tissue ROI in the body."),
+        better={h: b for _, h, b in cols if b},
+        group_by="dose",
+    )
+    skip = {"dose", "method", "n", "patients"}
+    every = sorted({k for r in rows for k in r if k not in skip})
+    full = MetricTable(title="every metric", columns=["dose", "method"] + every,
+                       rows=[[_num(r.get("dose")), str(r.get("method"))] + [_num(r.get(k)) for k in every]
+                             for r in rows])
+    return [main, full]
+
+
+def _eval_into(data: ReportData, ev: Path, label: str = "") -> None:
+    summary = _read_json(ev / "summary.json")
+    prefix = f"{label}: " if label else ""
+    for t in eval_tables(summary):
+        t.title = prefix + t.title
+        data.tables.append(t)
+    facts = [("model", summary.get("model")), ("checkpoint", summary.get("checkpoint")),
+             ("step", summary.get("step")), ("data", summary.get("data")), ("split", summary.get("split")),
+             ("patients", ", ".join(map(str, summary.get("patients") or []))),
+             ("doses", ", ".join(f"{float(d):g}" for d in summary.get("doses") or [])),
+             ("network HU window", summary.get("net_window_hu"))]
+    data.facts.extend((prefix + k, str(v)) for k, v in facts if v not in (None, "", []))
+    data.notes.extend(prefix + str(w) for w in summary.get("warnings") or [])
+    fig = metric_vs_dose_figure(_read_csv(ev / "per_slice.csv"), list(PLOT_METRICS))
+    if fig is not None:
+        fig.title = prefix + fig.title
+        data.figures.append(fig)
+    if (ev / "samples.npz").is_file():
+        for case in read_samples(ev / "samples.npz"):
+            case.name = prefix + case.name
+            data.cases.append(case)
+
+
+def _run_into(data: ReportData, run: Path) -> None:
+    from ldct.engine.logging import read_history
+
+    cfg = run / "config.yaml"
+    if cfg.is_file():
+        import yaml
+
+        try:
+            recipe = yaml.safe_load(cfg.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise LdctError(f"unreadable run config ({exc})", cfg) from None
+        args = recipe.get("args") or {}
+        net = args.get("net") or args.get("G") or args.get("generator") or {}
+        data.facts.append(("method", str(recipe.get("method"))))
+        if isinstance(net, dict) and net.get("name"):
+            data.facts.append(("network", ", ".join(f"{k}={v}" for k, v in net.items())))
+        train = recipe.get("train") or {}
+        if train:
+            data.facts.append(("training", ", ".join(f"{k}={train[k]}" for k in ("max_steps", "batch_size",
+                                                                                  "patch_size") if k in train)))
+        dsec = recipe.get("data") or {}
+        if dsec:
+            data.facts.append(("data", ", ".join(f"{k}={dsec[k]}" for k in ("root", "doses", "hu_window",
+                                                                              "mode") if k in dsec)))
+    ckpts = run / "checkpoints"
+    for which in ("best", "last"):
+        ptr = ckpts / which
+        if ptr.is_file() and (ckpts / ptr.read_text().strip() / "meta.json").is_file():
+            meta = _read_json(ckpts / ptr.read_text().strip() / "meta.json")
+            data.facts.append((f"{which} checkpoint", f"step {meta.get('step')}"))
+            metrics = meta.get("metrics") or {}
+            if metrics and which == "best":
+                keys = sorted(metrics)
+                data.tables.append(MetricTable(
+                    title=f"validation metrics at the best checkpoint (step {meta.get('step')})",
+                    columns=keys, rows=[[_num(metrics[k]) for k in keys]],
+                    note="computed during training on the validation patients"))
+    data.figures.extend(training_figures(read_history(run / "logs" / "csv" / "metrics.csv")))
+
+
+def collect(path: str | Path) -> ReportData:
+    """Build :class:`ReportData` from a run folder or an evaluation folder (LdctError otherwise)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise LdctError("not a folder: pass a training run folder or an evaluation folder", p)
+    data = ReportData(title=f"ldct report: {p.resolve().name}", source=str(p.resolve()))
+    if is_eval_dir(p):
+        run = _read_json(p / "summary.json").get("run_dir")
+        _eval_into(data, p)
+        if run and is_run_dir(Path(run)):
+            _run_into(data, Path(run))
+        return data
+    if is_run_dir(p):
+        _run_into(data, p)
+        evals = sorted(q for q in p.iterdir() if q.is_dir() and is_eval_dir(q))
+        for ev in evals:
+            _eval_into(data, ev, label=ev.name if len(evals) > 1 else "")
+        if not evals:
+            data.notes.append(f"no evaluation in this run yet: `ldct evaluate {p} --data DATA` adds the per-dose "
+                              "metric table and the image viewer")
+            samples = sorted((p / "figures" / "samples").glob("*.png"))
+            if samples:
+                data.figures.append(Figure(f"training samples ({samples[-1].stem})", samples[-1].read_bytes(),
+                                           "low dose | output | normal dose | difference"))
+        return data
+    raise LdctError("neither a training run folder (config.yaml, checkpoints/) nor an evaluation folder "
+                    "(summary.json from `ldct evaluate`)", p)

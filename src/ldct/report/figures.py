@@ -1,0 +1,81 @@
+"""Report plots (matplotlib ``Figure`` objects, no pyplot state) rendered to PNG bytes.
+
+Training curves reuse the engine's figures (``ldct.engine.logging.loss_figure`` / ``val_figure``) so the
+report and the run folder show the same thing; the per-dose metric plot is drawn here from
+``per_slice.csv`` (mean and standard deviation over slices, per method).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from ldct.report.data import Figure
+
+
+def png_bytes(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def training_figures(history: list[dict[str, float]]) -> list[Figure]:
+    """Loss curves and validation metric curves from a run's ``metrics.csv`` rows."""
+    from ldct.engine.logging import loss_figure, val_figure
+
+    out = []
+    fig = loss_figure(history)
+    if fig is not None:
+        out.append(Figure("training loss", png_bytes(fig), "per step, with a running mean"))
+    fig = val_figure(history)
+    if fig is not None:
+        out.append(Figure("validation metrics", png_bytes(fig), "per HU window; dashed: the low-dose input"))
+    return out
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def metric_vs_dose_figure(rows: list[dict[str, Any]], metrics: list[tuple[str, str]]) -> Figure | None:
+    """Mean +- std over slices of each metric against dose, one line per method.
+
+    Args:
+        rows: per-slice rows with ``method``, ``dose`` and the metric columns.
+        metrics: (column, axis label) pairs, one subplot each (columns absent from the rows are skipped).
+    """
+    from matplotlib.figure import Figure as MplFigure
+
+    metrics = [(c, lab) for c, lab in metrics if any(np.isfinite(_num(r.get(c))) for r in rows)]
+    if not rows or not metrics:
+        return None
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    doses = sorted({_num(r["dose"]) for r in rows})
+    fig = MplFigure(figsize=(4.2 * len(metrics), 3.4), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, (col, label) in zip(axes, metrics):
+        for m in methods:
+            xs, ys, es = [], [], []
+            for d in doses:
+                v = np.asarray([_num(r.get(col)) for r in rows if r["method"] == m and _num(r["dose"]) == d])
+                v = v[np.isfinite(v)]
+                if len(v):
+                    xs.append(d)
+                    ys.append(v.mean())
+                    es.append(v.std())
+            if xs:
+                style = "--" if m.startswith(("low-dose", "gaussian", "bm3d")) else "-"
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, ls=style, label=m)
+        ax.set_xlabel("dose (fraction of normal dose)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    caption = "mean \u00b1 std over slices; dashed lines: baselines"
+    return Figure("metrics against dose", png_bytes(fig), caption)

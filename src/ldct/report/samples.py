@@ -1,0 +1,69 @@
+"""Slices kept for the report's viewer: ``samples.npz`` in an evaluation folder.
+
+``ldct evaluate`` keeps a few slices per dose (low dose, model output, normal dose, in HU) and writes
+them here; ``ldct report`` reads them back as :class:`ViewerCase` objects. Layout (all arrays)::
+
+    doses                  (D,) float64 dose fractions
+    model                  () str, the model's name
+    d<i>_ld, d<i>_out, d<i>_nd    (n_i, H, W) int16 HU (rounded) for dose i
+    d<i>_labels            (n_i,) str, e.g. "L067 slice 12"
+
+The low-dose panel of a super-resolution model is its bicubic upsampling (same grid as the output).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ldct.atomic import atomic_file
+from ldct.errors import LdctError
+from ldct.report.data import ViewerCase
+
+_KEYS = {"ld": "low_dose", "out": "output", "nd": "normal_dose"}
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def write_samples(samples: dict[float, list[dict[str, Any]]], path: str | Path, *, model: str = "model") -> Path:
+    """Write ``{dose: [{"ld", "out", "nd": (H, W) HU, "patient_id", "slice_index"}, ...]}`` to ``path``."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {"model": np.asarray(str(model))}
+    doses = sorted(d for d, items in samples.items() if items)
+    arrays["doses"] = np.asarray(doses, dtype=np.float64)
+    for i, d in enumerate(doses):
+        items = samples[d]
+        for k in _KEYS:
+            arrays[f"d{i}_{k}"] = np.stack([_int16(np.asarray(s[k])) for s in items])
+        arrays[f"d{i}_labels"] = np.asarray([
+            " ".join(str(v) for v in (s.get("patient_id"), "slice", s.get("slice_index")) if v is not None)
+            if s.get("slice_index") is not None else str(s.get("patient_id") or "") for s in items
+        ])
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return path
+
+
+def read_samples(path: str | Path) -> list[ViewerCase]:
+    """Viewer cases (one per dose) from a ``samples.npz`` (LdctError if unreadable)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise LdctError(f"unreadable samples file ({exc})", path) from None
+    model = str(data.get("model", "model"))
+    cases = []
+    for i, d in enumerate(np.atleast_1d(data.get("doses", np.zeros(0)))):
+        if f"d{i}_out" not in data:
+            continue
+        panels = {name: data[f"d{i}_{k}"].astype(np.float32) for k, name in _KEYS.items() if f"d{i}_{k}" in data}
+        labels = [str(s) for s in data.get(f"d{i}_labels", [])]
+        cases.append(ViewerCase(f"dose {float(d):g}", panels, slice_labels=labels,
+                                titles={"low_dose": f"low dose ({float(d):g})", "output": model}))
+    return cases

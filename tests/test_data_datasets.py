@@ -1,0 +1,77 @@
+"""Datasets built from a data folder: paired folders, simulated low dose, manifests; split recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ldct.data import build_datasets
+from ldct.errors import LdctError
+from ldct.hu import hu_to_net
+from ldct.io import read_volume
+
+
+def make_pairs(shared_data: Path, root: Path, noise_hu: float = 40.0) -> Path:
+    """Three real patients as full-dose / quarter-dose .npy volumes (quarter = full + white noise)."""
+    rng = np.random.default_rng(0)
+    vols = {
+        "P1": read_volume(shared_data / "volumes" / "abdomen_3mm.nii.gz").data[50:54],  # (4, 101, 122)
+        "P2": read_volume(shared_data / "volumes" / "chest_1p5mm.nii.gz").data[40:44, :, 20:200],
+        "P3": read_volume(shared_data / "chest_dicom").data[10:13, 100:420:2, 100:420:2],  # (3, 160, 160)
+    }
+    for pid, nd in vols.items():
+        for role, data in (("full_dose", nd), ("quarter_dose", nd + rng.normal(0, noise_hu, nd.shape))):
+            (root / pid / role).mkdir(parents=True)
+            np.save(root / pid / role / "ct.npy", data.astype(np.float32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pairs(shared_data, tmp_path_factory):
+    return make_pairs(shared_data, tmp_path_factory.mktemp("pairs"))
+
+
+def test_paired_folders(pairs, tmp_path):
+    cfg = {"root": str(pairs), "patch_size": 32, "split": {"test": ["P3"], "val": ["P2"]}, "samples_per_epoch": 64}
+    b = build_datasets(cfg, run_dir=tmp_path, seed=1)
+    assert b.summary["kind"] == "paired_dirs" and b.summary["eval_doses"] == [0.25]
+    assert b.split["train"] == ["P1"] and b.split["val"] == ["P2"] and b.split["test"] == ["P3"]
+    saved = json.loads((tmp_path / "split.json").read_text())
+    assert saved["test"] == ["P3"] and saved["patients"]["P1"]["slices"] == 4
+    item = b.train[5]
+    assert item["ld"].shape == item["nd"].shape == (1, 32, 32) and item["ld"].dtype == torch.float32
+    assert item["patient_id"] == "P1" and float(item["dose"]) == 0.25
+    assert -1.0 <= float(item["nd"].min()) and float(item["nd"].max()) <= 1.0
+    # the pair is aligned: ld - nd is the added white noise (std 40 HU = 0.04 in network range)
+    diff = (item["ld"] - item["nd"]).numpy()
+    assert 0.025 < diff.std() < 0.055 and abs(diff.mean()) < 0.02
+    again = b.train[5]
+    assert torch.equal(again["ld"], item["ld"])  # deterministic given (seed, epoch, index)
+    b.train.set_epoch(1)
+    assert not torch.equal(b.train[5]["nd"], item["nd"])
+    # whole test slices in HU, and in network range through __getitem__
+    ld, nd, meta = b.test.get_hu(0)
+    assert nd.shape == (1, 160, 160) and meta["patient_id"] == "P3" and meta["dose"] == 0.25
+    src = np.load(pairs / "P3" / "full_dose" / "ct.npy")[meta["slice_index"]]
+    np.testing.assert_array_equal(nd[0], src)
+    np.testing.assert_allclose(b.test[0]["nd"].numpy()[0], hu_to_net(src), atol=1e-6)
+    assert len(b.val) == 4 and len(b.test) == 3
+
+
+def test_patch_larger_than_image_names_the_file(pairs, tmp_path):
+    with pytest.raises(LdctError, match="smaller than data.patch_size=128") as e:
+        build_datasets({"root": str(pairs), "patch_size": 128, "split": {"val": 0, "test": 0}}, run_dir=tmp_path)
+    assert "full_dose" in str(e.value)
+
+
+def test_missing_data_and_split_errors(pairs, tmp_path):
+    with pytest.raises(LdctError, match="does not exist"):
+        build_datasets({"root": str(tmp_path / "nope")}, run_dir=tmp_path)
+    with pytest.raises(LdctError, match="unknown patient id"):
+        build_datasets({"root": str(pairs), "split": {"test": ["P9"]}}, run_dir=tmp_path)
+    with pytest.raises(LdctError, match="'P1' is in both"):
+        build_datasets({"root": str(pairs), "split": {"test": ["P1"], "val": ["P1"]}}, run_dir=tmp_path)
