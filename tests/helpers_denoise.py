@@ -1,6 +1,6 @@
 """A small real denoiser for the inference/denoise/report tests, trained once per test session.
 
-DnCNN (7 layers, 16 channels, receptive-field radius 7 px) trained for 200 steps with the supervised method on patches of real
+DnCNN (5 layers, 16 channels, receptive-field radius 5 px) trained for 60 steps with the supervised method on patches of real
 Mayo L067 slices (two smooth-kernel slices) with correlated Gaussian noise added (std ~40 HU), then
 saved as an exported ldct model folder (``weights.safetensors`` + ``meta.json``) with the engine's
 own ``make_meta``/``save_weights``. It denoises for real, so tests can assert that noise goes down.
@@ -33,7 +33,7 @@ def correlated_noise(shape: tuple[int, ...], std: float, rng: np.random.Generato
     return (n / n.std() * std).astype(np.float32)
 
 
-def train_small_model(shared_data: Path, out_dir: Path, steps: int = 200, seed: int = 0) -> Path:
+def train_small_model(shared_data: Path, out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
     """Train and export the test model to ``out_dir`` (a model folder); returns ``out_dir``."""
     from ldct.engine.checkpoint import MODEL_KIND, make_meta, save_weights
     from ldct.hu import hu_to_net
@@ -42,11 +42,11 @@ def train_small_model(shared_data: Path, out_dir: Path, steps: int = 200, seed: 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     slices = np.stack([mayo_slice(shared_data, n) for n in MAYO_TRAIN])
-    args = {"net": {"name": "dncnn", "depth": 7, "width": 16, "batch_norm": False}, "loss": "l1", "lr": 3e-3,
+    args = {"net": {"name": "dncnn", "depth": 5, "width": 16, "batch_norm": False}, "loss": "l1", "lr": 3e-3,
             "scheduler": None}
     method = Supervised(**args)
     method.train(True)
-    p, b = 40, 8
+    p, b = 32, 8
     for step in range(steps):
         ks = rng.integers(0, len(slices), b)
         ys, xs = rng.integers(96, 512 - 96 - p, b), rng.integers(64, 512 - 64 - p, b)

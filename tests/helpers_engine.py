@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from ldct.hu import hu_to_net
 
 NOISE_HU = 40.0
+CORR_PX = 0.4
 
 
 def mayo_slices(shared_data: Path, names: list[str] | None = None) -> np.ndarray:
@@ -29,9 +30,10 @@ def mayo_slices(shared_data: Path, names: list[str] | None = None) -> np.ndarray
     return np.stack([np.fromfile(f, dtype="<u2").reshape(512, 512).astype(np.float32) - 1024.0 for f in files])
 
 
-def ct_noise(shape: tuple[int, ...], rng: np.random.Generator, std: float = NOISE_HU) -> np.ndarray:
-    """Gaussian noise smoothed in-plane (correlated, CT-like), rescaled to ``std`` HU."""
-    n = ndi.gaussian_filter(rng.normal(size=shape), (0,) * (len(shape) - 2) + (0.7, 0.7))
+def ct_noise(shape: tuple[int, ...], rng: np.random.Generator, std: float = NOISE_HU,
+             corr_px: float = CORR_PX) -> np.ndarray:
+    """Gaussian noise smoothed in-plane by ``corr_px`` (slightly correlated), rescaled to ``std`` HU."""
+    n = ndi.gaussian_filter(rng.normal(size=shape), (0,) * (len(shape) - 2) + (corr_px, corr_px))
     return (n / n.std() * std).astype(np.float32)
 
 
@@ -90,14 +92,15 @@ def bundle(shared_data: Path, *, nan_from_epoch: int = -1, length: int = 64) -> 
 
 
 def tiny_recipe(**train: Any) -> dict[str, Any]:
-    """A resolved supervised recipe with a small DnCNN (4 layers, 16 channels)."""
+    """A resolved supervised recipe with a tiny NAFNet (width 8, one block per level)."""
     from ldct.engine.config import validate_recipe
 
     t = {"max_steps": 40, "batch_size": 8, "val_every": 20, "ckpt_every": 10, "sample_every": 40, "log_every": 5,
          "keep_checkpoints": 2, "accelerator": "cpu", **train}
     return validate_recipe({
         "method": "supervised",
-        "args": {"net": {"name": "dncnn", "depth": 4, "width": 16, "batch_norm": False}, "lr": 1e-3, "loss": "l1"},
+        "args": {"net": {"name": "nafnet", "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1,
+                         "dec_blk_nums": [1, 1]}, "lr": 3e-3, "loss": "l1"},
         "data": {"patch_size": 32},
         "train": t,
     })

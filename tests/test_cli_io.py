@@ -42,8 +42,18 @@ def test_info_reports_tilt_and_spacing(shared_data, capsys):
 
 def test_info_raw_with_options(shared_data, capsys):
     raw = shared_data / "mayo_L067_fd_raw" / "L067_FD_3mm_smooth_0040.raw"
-    rc, out, _ = run(capsys, "info", raw, "--raw-shape", "512,512", "--raw-offset", "-1024",
-                     "--raw-spacing", "3,0.7,0.7", "--json")
+    rc, out, _ = run(
+        capsys,
+        "info",
+        raw,
+        "--raw-shape",
+        "512,512",
+        "--raw-offset",
+        "-1024",
+        "--raw-spacing",
+        "3,0.7,0.7",
+        "--json",
+    )
     info = json.loads(out)
     assert rc == 0 and info["shape"] == [1, 512, 512] and info["spacing_mm"] == [3.0, 0.7, 0.7]
     assert info["hu_min"] >= -1024 and info["source_format"] == "raw"
@@ -63,13 +73,22 @@ def test_convert_and_preview(shared_data, tmp_path, capsys):
     assert back["series_description"].startswith("from nifti") and back["hu_min"] == -1024
     # preview: preset and explicit window give the same picture; --slice picks the slice
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    assert run(capsys, "preview", shared_data / "chest_dicom", "-o", a, "--window", "lung", "--slice", "3")[0] == 0
-    assert run(capsys, "preview", shared_data / "chest_dicom", "-o", b, "--window=-600,1500", "--slice", "3")[0] == 0
+    assert (
+        run(capsys, "preview", shared_data / "chest_dicom", "-o", a, "--window", "lung", "--slice", "3")[0]
+        == 0
+    )
+    assert (
+        run(capsys, "preview", shared_data / "chest_dicom", "-o", b, "--window=-600,1500", "--slice", "3")[0]
+        == 0
+    )
     pa, pb = np.asarray(Image.open(a)), np.asarray(Image.open(b))
     assert pa.shape == (512, 512) and pa.dtype == np.uint8
     np.testing.assert_array_equal(pa, pb)
     c = tmp_path / "c.png"
-    assert run(capsys, "preview", shared_data / "chest_dicom", "-o", c, "--window", "lung", "--slice", "20")[0] == 0
+    assert (
+        run(capsys, "preview", shared_data / "chest_dicom", "-o", c, "--window", "lung", "--slice", "20")[0]
+        == 0
+    )
     assert not np.array_equal(np.asarray(Image.open(c)), pa)
     # an existing output is not replaced without --overwrite
     rc, _, err = run(capsys, "preview", shared_data / "chest_dicom", "-o", a)
@@ -79,8 +98,12 @@ def test_convert_and_preview(shared_data, tmp_path, capsys):
 def test_console_script(shared_data):
     exe = shutil.which("ldct")
     assert exe, "console script 'ldct' is not installed"
-    res = subprocess.run([exe, "info", str(shared_data / "volumes" / "abdomen_3mm.nii.gz"), "--json"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [exe, "info", str(shared_data / "volumes" / "abdomen_3mm.nii.gz"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["shape"] == [112, 101, 122] and info["spacing_mm"] == pytest.approx([3.0, 3.0, 3.0])

@@ -75,3 +75,52 @@ def test_missing_data_and_split_errors(pairs, tmp_path):
         build_datasets({"root": str(pairs), "split": {"test": ["P9"]}}, run_dir=tmp_path)
     with pytest.raises(LdctError, match="'P1' is in both"):
         build_datasets({"root": str(pairs), "split": {"test": ["P1"], "val": ["P1"]}}, run_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def abdomen(shared_data, tmp_path_factory):
+    """A shared cache for the simulated-data tests (the NIfTI abdomen: small 101x122 slices at 3 mm)."""
+    return {"root": str(shared_data / "volumes" / "abdomen_3mm.nii.gz"), "slice_stride": 25, "patch_size": 32,
+            "split": {"val": 0, "test": 0}, "cache_dir": str(tmp_path_factory.mktemp("cache"))}
+
+
+def test_simulated_low_dose_is_cached_and_scales_with_dose(abdomen, tmp_path):
+    from ldct.metrics.noise import noise_std_hu
+
+    cfg = {**abdomen, "doses": [0.25, 0.5]}
+    b = build_datasets(cfg, run_dir=tmp_path / "a", seed=0, progress=False)
+    assert b.summary["kind"] == "simulated" and b.summary["slices"]["train"] == 5
+    store, recs = b.train.store, b.train.records
+    sims = sorted((Path(abdomen["cache_dir"]) / "sim").rglob("*.npy"))
+    assert len(sims) == 2 * 5  # every training slice at both doses, simulated up front
+    ratios = []
+    for r in recs:
+        nd = store.nd(r)[0]
+        n25 = noise_std_hu(store.ld(r, 0.25)[0], nd)
+        n50 = noise_std_hu(store.ld(r, 0.5)[0], nd)
+        ratios.append(n25 / n50)
+    # added noise std grows as sqrt(1/d - 1): sqrt(3 / 1) = 1.73 from half to quarter dose
+    assert 1.5 < np.median(ratios) < 2.0
+    # a second build reads the same noisy slices from the cache (and a new run seed changes only patches)
+    b2 = build_datasets(cfg, run_dir=tmp_path / "b", seed=5, progress=False)
+    np.testing.assert_array_equal(b2.train.store.ld(recs[2], 0.25), store.ld(recs[2], 0.25))
+    assert not torch.equal(b2.train[0]["nd"], b.train[0]["nd"])
+
+
+def test_fresh_noise_super_resolution_and_neighbours(abdomen, tmp_path):
+    cfg = {**abdomen, "cache": False, "sim": {"mode": "gaussian"}, "downsample": 2, "channels": 3,
+           "dose_range": [0.1, 0.5]}
+    before = len(list(Path(abdomen["cache_dir"]).rglob("sim/**/*.npy")))
+    b = build_datasets(cfg, run_dir=tmp_path, seed=0, progress=False)
+    a, c = b.train[3], b.train[4]
+    assert b.summary["fresh_noise"] and len(list(Path(abdomen["cache_dir"]).rglob("sim/**/*.npy"))) == before
+    rec = b.train.records[0]
+    draws = [b.train.store.ld(rec, 0.3, 1, np.random.default_rng(k)) for k in (1, 2)]
+    assert not np.array_equal(*draws)  # fresh noise: a new realisation every draw
+    assert a["nd"].shape == (3, 32, 32) and a["ld"].shape == (3, 16, 16)
+    assert 0.1 <= float(a["dose"]) <= 0.5 and float(a["dose"]) != float(c["dose"])
+    # the low-resolution input is the 2x2 area average of the (noisy) target region: strongly correlated
+    nd_small = a["nd"].numpy().reshape(3, 16, 2, 16, 2).mean(axis=(2, 4))
+    assert np.corrcoef(nd_small.ravel(), a["ld"].numpy().ravel())[0, 1] > 0.8
+    # neighbouring slices differ from the centre slice (2.5D input)
+    assert not torch.equal(a["nd"][0], a["nd"][1])

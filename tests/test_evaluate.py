@@ -103,3 +103,41 @@ def test_dose_is_passed_to_dose_conditioned_models(bundle):
     plain = DoseSpy()
     with pytest.raises(AttributeError):  # not dose-conditioned: no dose is passed
         evaluate(plain, bundle.test, baselines=False)
+
+
+def test_evaluate_command_on_a_trained_run(shared_data, tmp_path, capsys):
+    from ldct.cli import main
+
+    pairs = make_pairs(shared_data, tmp_path / "pairs")
+    run = tmp_path / "run"
+    rc = main(["train", "unet", "--data", str(pairs), "--out", str(run), "--max-steps", "3",
+               "--set", "args.net.width=8", "--set", "args.net.depth=2", "--set", "data.patch_size=32",
+               "--set", "train.batch_size=2", "--set", "train.val_every=0", "--set", "train.sample_every=0",
+               "--set", "data.split={test: [P3], val: [P2]}"])
+    assert rc == 0
+    capsys.readouterr()
+    rc = main(["evaluate", str(run), "--data", str(pairs), "--bm3d-slices", "1"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    ev = run / "eval_test"
+    js = json.loads((ev / "summary.json").read_text())
+    assert js["patients"] == ["P3"] and js["split"] == "test" and js["patients_in_training_set"] == []
+    assert {r["method"] for r in js["summary"]} == {"low-dose", "gaussian", "bm3d", "supervised/unet"}
+    assert "low-dose" in out.out and "supervised/unet" in out.out and "PSNR soft dB" in out.out
+    # the low-dose row is compute_metrics on the quarter-dose vs full-dose slices of the held-out patient
+    full = np.load(pairs / "P3" / "full_dose" / "ct.npy")
+    quarter = np.load(pairs / "P3" / "quarter_dose" / "ct.npy")
+    expect = np.mean([compute_metrics(quarter[k], full[k])["psnr_soft_tissue"] for k in range(len(full))])
+    low = [r for r in js["summary"] if r["method"] == "low-dose"][0]
+    assert low["psnr_soft_tissue"] == pytest.approx(expect, rel=1e-9) and low["n"] == 3
+    with open(ev / "per_slice.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 3 * 3 + 1
+    # bad inputs: one line, exit code 2
+    assert main(["evaluate", str(tmp_path / "nope"), "--data", str(pairs)]) == 2
+    assert main(["evaluate", str(run), "--data", str(pairs / "P1")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ldct: error: ") and "--split all" in err[-1]
+    assert main(["evaluate", str(run), "--data", str(pairs / "P1"), "--split", "all", "--no-baselines",
+                 "--out", str(tmp_path / "ev_p1")]) == 0
+    js = json.loads((tmp_path / "ev_p1" / "summary.json").read_text())
+    assert js["patients_in_training_set"] == ["P1"] and js["warnings"]

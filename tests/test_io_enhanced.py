@@ -30,9 +30,21 @@ def build_enhanced_ct(files: list[Path], out: Path, *, seed: int = 0) -> Path:
     random.Random(seed).shuffle(slices)  # frame order must not matter
     first = slices[0]
     ds = Dataset()
-    for tag in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "Manufacturer",
-                "FrameOfReferenceUID", "PositionReferenceIndicator"):
+    for tag in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "Manufacturer",
+        "FrameOfReferenceUID",
+        "PositionReferenceIndicator",
+    ):
         if tag in first:
             ds[tag] = first[tag]
     ds.SOPClassUID = ENHANCED_CT
@@ -49,21 +61,31 @@ def build_enhanced_ct(files: list[Path], out: Path, *, seed: int = 0) -> Path:
     ds.PixelRepresentation = first.PixelRepresentation
     shared = _item(
         PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=first.ImageOrientationPatient)]),
-        PixelMeasuresSequence=Sequence([_item(PixelSpacing=first.PixelSpacing, SliceThickness=first.SliceThickness)]),
-        PixelValueTransformationSequence=Sequence([_item(
-            RescaleIntercept=first.RescaleIntercept, RescaleSlope=first.RescaleSlope, RescaleType="HU")]),
+        PixelMeasuresSequence=Sequence(
+            [_item(PixelSpacing=first.PixelSpacing, SliceThickness=first.SliceThickness)]
+        ),
+        PixelValueTransformationSequence=Sequence(
+            [
+                _item(
+                    RescaleIntercept=first.RescaleIntercept, RescaleSlope=first.RescaleSlope, RescaleType="HU"
+                )
+            ]
+        ),
         CTReconstructionSequence=Sequence([_item(ConvolutionKernel=first.ConvolutionKernel)]),
         CTAcquisitionDetailsSequence=Sequence([_item(KVP=first.KVP, GantryDetectorTilt=0)]),
     )
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    ds.PerFrameFunctionalGroupsSequence = Sequence([
-        _item(
-            PlanePositionSequence=Sequence([_item(ImagePositionPatient=s.ImagePositionPatient)]),
-            CTExposureSequence=Sequence([_item(XRayTubeCurrentInmA=float(s.XRayTubeCurrent),
-                                               ExposureInmAs=float(s.Exposure))]),
-        )
-        for s in slices
-    ])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(
+        [
+            _item(
+                PlanePositionSequence=Sequence([_item(ImagePositionPatient=s.ImagePositionPatient)]),
+                CTExposureSequence=Sequence(
+                    [_item(XRayTubeCurrentInmA=float(s.XRayTubeCurrent), ExposureInmAs=float(s.Exposure))]
+                ),
+            )
+            for s in slices
+        ]
+    )
     ds.PixelData = b"".join(s.PixelData for s in slices)
     fm = FileMetaDataset()
     fm.MediaStorageSOPClassUID = ENHANCED_CT

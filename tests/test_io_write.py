@@ -33,15 +33,21 @@ def tool(name: str) -> str:
 def dcm2niix(src: Path, out: Path) -> list[Path]:
     """Convert a DICOM folder with dcm2niix; the main NIfTI file(s), without tilt-corrected copies."""
     out.mkdir(parents=True)
-    res = subprocess.run([tool("dcm2niix"), "-z", "n", "-f", "%s", "-o", str(out), str(src)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [tool("dcm2niix"), "-z", "n", "-f", "%s", "-o", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return sorted(p for p in out.glob("*.nii") if "_Tilt" not in p.name and "_Eq" not in p.name)
 
 
 def dcmdump_all(folder: Path) -> list[str]:
     files = sorted(folder.iterdir())
-    res = subprocess.run([tool("dcmdump"), "-q", *map(str, files)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [tool("dcmdump"), "-q", *map(str, files)], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:2000]
     return files
 
@@ -129,7 +135,9 @@ def world_value_check(a, b, n: int = 200) -> None:
     ijk_b = world @ np.linalg.inv(b.affine_lps()).T
     assert np.allclose(ijk_b[:, :3], np.round(ijk_b[:, :3]), atol=1e-3)
     jb = np.round(ijk_b[:, :3]).astype(int)
-    np.testing.assert_allclose(b.data[jb[:, 2], jb[:, 1], jb[:, 0]], a.data[idx[:, 0], idx[:, 1], idx[:, 2]], atol=1.0)
+    np.testing.assert_allclose(
+        b.data[jb[:, 2], jb[:, 1], jb[:, 0]], a.data[idx[:, 0], idx[:, 1], idx[:, 2]], atol=1.0
+    )
 
 
 def test_nifti_matches_dcm2niix_geometry(shared_data, tmp_path):

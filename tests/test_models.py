@@ -167,3 +167,17 @@ def test_few_steps_on_real_ct_reduce_the_loss(shared_data, name):
         losses.append(loss.item())
     assert np.isfinite(losses).all()
     assert min(losses[-3:]) < 0.95 * losses[0], losses
+
+
+def test_nafnet_layernorm_normalises_channels_per_pixel():
+    from ldct.models.nafnet import LayerNorm2d
+
+    torch.manual_seed(0)
+    ln = LayerNorm2d(6)
+    torch.nn.init.normal_(ln.weight)
+    torch.nn.init.normal_(ln.bias)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    mu = x.mean(1, keepdim=True)
+    var = x.var(1, keepdim=True, unbiased=False)
+    ref = (x - mu) / torch.sqrt(var + 1e-6) * ln.weight.view(1, -1, 1, 1) + ln.bias.view(1, -1, 1, 1)
+    assert torch.allclose(ln(x), ref, atol=1e-5)

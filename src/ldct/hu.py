@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sys
+
 import numpy as np
-import torch
 
 from ldct.errors import LdctError
 
@@ -76,17 +77,23 @@ def parse_window(spec: str) -> Window:
     return Window.from_cw(c, w, f"C{c:g}/W{w:g}")
 
 
-def hu_to_net(x: np.ndarray | torch.Tensor, window: Window = DEFAULT_NET_WINDOW):
-    """HU -> network range [-1, 1] (clipped to the window)."""
+def _is_tensor(x: object) -> bool:
+    """True for a torch.Tensor, without importing torch (if torch isn't loaded, x can't be a tensor)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def hu_to_net(x, window: Window = DEFAULT_NET_WINDOW):
+    """HU -> network range [-1, 1] (clipped to the window); numpy arrays or torch tensors."""
     scale = 2.0 / window.width
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return (x.clamp(window.lo, window.hi) - window.lo) * scale - 1.0
     return ((np.clip(x, window.lo, window.hi) - window.lo) * scale - 1.0).astype(np.float32)
 
 
-def net_to_hu(y: np.ndarray | torch.Tensor, window: Window = DEFAULT_NET_WINDOW):
-    """Network range -> HU (inverse of :func:`hu_to_net` inside the window)."""
-    if isinstance(y, torch.Tensor):
+def net_to_hu(y, window: Window = DEFAULT_NET_WINDOW):
+    """Network range -> HU (inverse of :func:`hu_to_net` inside the window); numpy arrays or torch tensors."""
+    if _is_tensor(y):
         return (y + 1.0) * (window.width / 2.0) + window.lo
     return ((np.asarray(y) + 1.0) * (window.width / 2.0) + window.lo).astype(np.float32)
 

@@ -274,7 +274,7 @@ def _refuse_pickles_in(folder: Path) -> None:
     """A model folder must hold safetensors weights; a folder with only pickles is refused by name."""
     if any(folder.glob("*.safetensors")) or any(folder.glob("*/*.safetensors")) or (folder / "checkpoints").is_dir():
         return
-    pickles = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES]
-    if pickles:
-        refuse_pickle(pickles[0])
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() not in (".json", ".yaml", ".txt", ".md", ".npy", ".npz"):
+            refuse_pickle(p)  # raises for a pickle/zip by name or content
     raise LdctError("no .safetensors weights in this folder (not an ldct model, checkpoint or run folder)", folder)

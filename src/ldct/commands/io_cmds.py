@@ -11,11 +11,19 @@ import typer
 from ldct.errors import LdctError
 from ldct.volume import Volume
 
-_SERIES = typer.Option(None, "--series", help="Series to read when the input holds several: SeriesInstanceUID or 0-based index.")
+_SERIES = typer.Option(
+    None, "--series", help="Series to read when the input holds several: SeriesInstanceUID or 0-based index."
+)
 _RAW_SHAPE = typer.Option(None, "--raw-shape", help="Headerless raw input: shape Z,Y,X or Y,X.")
-_RAW_DTYPE = typer.Option("uint16", "--raw-dtype", help="Headerless raw input: NumPy dtype (uint16, int16, float32, >u2 ...).")
-_RAW_OFFSET = typer.Option(0.0, "--raw-offset", help="Value added to raw (or 16-bit image) values to get HU, e.g. -1024.")
-_RAW_SPACING = typer.Option(None, "--raw-spacing", help="Voxel spacing Z,Y,X in mm for inputs that do not store it.")
+_RAW_DTYPE = typer.Option(
+    "uint16", "--raw-dtype", help="Headerless raw input: NumPy dtype (uint16, int16, float32, >u2 ...)."
+)
+_RAW_OFFSET = typer.Option(
+    0.0, "--raw-offset", help="Value added to raw (or 16-bit image) values to get HU, e.g. -1024."
+)
+_RAW_SPACING = typer.Option(
+    None, "--raw-spacing", help="Voxel spacing Z,Y,X in mm for inputs that do not store it."
+)
 
 
 def _numbers(text: str | None, n: tuple[int, ...], what: str, cast: type = float) -> tuple | None:
@@ -25,9 +33,13 @@ def _numbers(text: str | None, n: tuple[int, ...], what: str, cast: type = float
     try:
         vals = tuple(cast(p) for p in parts if p != "")
     except ValueError:
-        raise LdctError(f"bad {what} {text!r}: expected {' or '.join(str(k) for k in n)} comma-separated numbers") from None
+        raise LdctError(
+            f"bad {what} {text!r}: expected {' or '.join(str(k) for k in n)} comma-separated numbers"
+        ) from None
     if len(vals) not in n:
-        raise LdctError(f"bad {what} {text!r}: expected {' or '.join(str(k) for k in n)} comma-separated numbers")
+        raise LdctError(
+            f"bad {what} {text!r}: expected {' or '.join(str(k) for k in n)} comma-separated numbers"
+        )
     return vals
 
 
@@ -73,7 +85,10 @@ def print_info(s: dict) -> None:
         ("series", f"{_fmt(s.get('series_uid'))} {s.get('series_description') or ''}".rstrip()),
         ("patient / study", f"{_fmt(s.get('patient_id'))} / {_fmt(s.get('study_uid'))}"),
         ("scanner", f"{_fmt(s.get('manufacturer'))} {s.get('model') or ''}".rstrip()),
-        ("shape (z, y, x)", f"{z} x {y} x {x}" + (f" x {s['channels']} channels" if s["channels"] > 1 else "")),
+        (
+            "shape (z, y, x)",
+            f"{z} x {y} x {x}" + (f" x {s['channels']} channels" if s["channels"] > 1 else ""),
+        ),
         ("spacing (z, y, x)", " x ".join(f"{v:.4g}" for v in s["spacing_mm"]) + " mm"),
         ("slice thickness", _fmt(s.get("slice_thickness_mm"), " mm")),
         ("value range", f"{s['hu_min']:.1f} .. {s['hu_max']:.1f}" + (" HU" if s["is_hu"] else "")),
@@ -85,8 +100,13 @@ def print_info(s: dict) -> None:
         ("gantry tilt", _fmt(s.get("gantry_tilt_deg"), " deg")),
     ]
     if s.get("slice_gap_min_mm") is not None:
-        lines.append(("slice gaps", f"{s['slice_gap_min_mm']:.2f} .. {s['slice_gap_max_mm']:.2f} mm"
-                      + (" (uneven)" if s.get("uneven_spacing") else "")))
+        lines.append(
+            (
+                "slice gaps",
+                f"{s['slice_gap_min_mm']:.2f} .. {s['slice_gap_max_mm']:.2f} mm"
+                + (" (uneven)" if s.get("uneven_spacing") else ""),
+            )
+        )
     if s.get("transfer_syntax"):
         lines.append(("transfer syntax", s["transfer_syntax"]))
     width = max(len(k) for k, _ in lines)
@@ -104,7 +124,9 @@ def _warn(vol: Volume) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("info")
     def info(
-        paths: list[Path] = typer.Argument(..., help="DICOM folder/file(s), .nii(.gz), .npy/.npz, raw, .png/.jpg/.tif."),
+        paths: list[Path] = typer.Argument(
+            ..., help="DICOM folder/file(s), .nii(.gz), .npy/.npz, raw, .png/.jpg/.tif."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         series: str | None = _SERIES,
         raw_shape: str | None = _RAW_SHAPE,
@@ -115,8 +137,15 @@ def register(app: typer.Typer) -> None:
         """Show shape, spacing, HU range, kernel, dose tags and geometry warnings of a scan."""
         from ldct.io import volume_summary
 
-        vol = load(paths, series=series, raw_shape=raw_shape, raw_dtype=raw_dtype, raw_offset=raw_offset,
-                   raw_spacing=raw_spacing, require_ct=False)
+        vol = load(
+            paths,
+            series=series,
+            raw_shape=raw_shape,
+            raw_dtype=raw_dtype,
+            raw_offset=raw_offset,
+            raw_spacing=raw_spacing,
+            require_ct=False,
+        )
         summary = volume_summary(vol)
         if as_json:
             typer.echo(json.dumps(summary))
@@ -126,23 +155,35 @@ def register(app: typer.Typer) -> None:
     @app.command("convert")
     def convert(
         src: Path = typer.Argument(..., help="Input scan (any format ldct reads)."),
-        dst: Path = typer.Argument(..., help="Output: folder (DICOM series), .nii/.nii.gz, .npy, .npz, .tif or .png."),
+        dst: Path = typer.Argument(
+            ..., help="Output: folder (DICOM series), .nii/.nii.gz, .npy, .npz, .tif or .png."
+        ),
         series: str | None = _SERIES,
         raw_shape: str | None = _RAW_SHAPE,
         raw_dtype: str = _RAW_DTYPE,
         raw_offset: float = _RAW_OFFSET,
         raw_spacing: str | None = _RAW_SPACING,
-        description: str = typer.Option("", "--description", help="SeriesDescription of a written DICOM series."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (never an input)."),
+        description: str = typer.Option(
+            "", "--description", help="SeriesDescription of a written DICOM series."
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing output (never an input)."
+        ),
     ) -> None:
         """Convert a scan to another format (the format comes from OUT's extension, a folder = DICOM)."""
         from ldct.io import write_volume
 
-        vol = load(src, series=series, raw_shape=raw_shape, raw_dtype=raw_dtype, raw_offset=raw_offset,
-                   raw_spacing=raw_spacing)
-        _warn(vol)
+        vol = load(
+            src,
+            series=series,
+            raw_shape=raw_shape,
+            raw_dtype=raw_dtype,
+            raw_offset=raw_offset,
+            raw_spacing=raw_spacing,
+        )
         desc = description or f"ldct convert from {vol.meta.get('source_format', 'input')}"
         out = write_volume(vol, dst, source=vol, description=desc, overwrite=overwrite)
+        _warn(vol)
         typer.echo(str(out))
 
     @app.command("preview")
@@ -150,21 +191,34 @@ def register(app: typer.Typer) -> None:
         src: Path = typer.Argument(..., help="Input scan (any format ldct reads)."),
         out: Path = typer.Option(..., "-o", "--out", help="Output PNG (or .jpg)."),
         window: str | None = typer.Option(
-            None, "--window", help="lung | soft | bone | brain | C,W (centre,width in HU). Default: soft for CT."),
-        slice_index: int | None = typer.Option(None, "--slice", help="Slice index (0-based; default: middle)."),
+            None,
+            "--window",
+            help="lung | soft | bone | brain | C,W (centre,width in HU). Default: soft for CT.",
+        ),
+        slice_index: int | None = typer.Option(
+            None, "--slice", help="Slice index (0-based; default: middle)."
+        ),
         series: str | None = _SERIES,
         raw_shape: str | None = _RAW_SHAPE,
         raw_dtype: str = _RAW_DTYPE,
         raw_offset: float = _RAW_OFFSET,
         raw_spacing: str | None = _RAW_SPACING,
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (never an input)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing output (never an input)."
+        ),
     ) -> None:
         """Write one slice as an 8-bit PNG through a display window."""
         from ldct.io import write_volume
 
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise LdctError("preview output must end in .png or .jpg", out)
-        vol = load(src, series=series, raw_shape=raw_shape, raw_dtype=raw_dtype, raw_offset=raw_offset,
-                   raw_spacing=raw_spacing)
+        vol = load(
+            src,
+            series=series,
+            raw_shape=raw_shape,
+            raw_dtype=raw_dtype,
+            raw_offset=raw_offset,
+            raw_spacing=raw_spacing,
+        )
         written = write_volume(vol, out, window=window, slice_index=slice_index, overwrite=overwrite)
         typer.echo(str(written))

@@ -23,7 +23,7 @@ from ldct.data.datasets import PatchDataset, SliceDataset, UnpairedPatchDataset
 from ldct.data.discover import Scan, describe, discover
 from ldct.data.patches import check_size
 from ldct.data.split import Split, make_split, write_split
-from ldct.data.store import SliceLoc, SliceRecord, SliceStore
+from ldct.data.store import MIN_BODY_FRACTION, SliceLoc, SliceRecord, SliceStore
 from ldct.errors import LdctError
 
 
@@ -53,7 +53,10 @@ def _records_from_scans(store: SliceStore, scans: list[Scan], cfg: DataConfig) -
         spacing = float(np.mean(info["spacing"][1:]))
         z_mm = info["z_mm"] or [k * info["spacing"][0] for k in range(n)]
         contiguous = scan.contiguous
+        body = info.get("body") or [1.0] * n
         for z in range(0, n, cfg.slice_stride):
+            if body[z] < MIN_BODY_FRACTION:
+                continue  # air only: nothing to denoise or simulate
             prev, nxt = SliceLoc(key, max(z - 1, 0)), SliceLoc(key, min(z + 1, n - 1))
             out.append(SliceRecord(
                 patient_id=scan.patient_id, slice_index=z, z_mm=float(z_mm[z]), kernel=scan.kernel or info.get("kernel"),
@@ -229,6 +232,7 @@ def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, pat
         if absent:
             raise LdctError(f"dose(s) {', '.join(f'{d:g}' for d in absent)} not in the data (on disk: "
                             f"{', '.join(f'{d:g}' for d in on_disk)})", cfg.root)
+    src.store.dose_hint = sorted(set(doses))
     return SliceDataset(src.store, recs, doses=list(doses), scale=cfg.downsample, channels=cfg.channels,
                         window=cfg.hu_window), src
 
@@ -270,6 +274,7 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     eval_doses = ([d for d in cfg.doses if d in on_disk] or on_disk) if on_disk is not None else cfg.doses
     train_doses = on_disk if on_disk is not None else cfg.train_doses()
     fresh = not cfg.cache and kind == "simulated"
+    store.dose_hint = sorted(set(train_doses) | set(eval_doses)) if not fresh else list(eval_doses)
     if kind == "unpaired":
         ld_train = [r for r in (ld_records or []) if r.patient_id in set(split.train)]
         train: Any = UnpairedPatchDataset(

@@ -267,11 +267,11 @@ def _check_sim_keys(sim: Mapping[str, Any], source: str | None) -> None:
     try:
         import inspect
 
-        from ldct.simulate import simulate_low_dose
+        from ldct.simulate.pipeline import simulate_low_dose
     except ImportError:  # simulator not installed in this build: nothing to check against
         return
     params = inspect.signature(simulate_low_dose).parameters
-    reserved = {"hu", "dose", "pixel_spacing_mm", "seed", "device"}
+    reserved = {"hu", "dose", "pixel_spacing_mm", "seed"}
     allowed = [p for p in params if p not in reserved and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return

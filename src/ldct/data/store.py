@@ -26,9 +26,14 @@ from typing import Any
 import numpy as np
 
 from ldct.atomic import atomic_file
+from ldct.errors import LdctError
 from ldct.volume import Volume
 
 SIM_CACHE_VERSION = 1
+#: HU above which a pixel is body (for the per-slice body fraction in index.json)
+BODY_HU = -500.0
+#: slices with fewer body pixels than this fraction are left out (nothing to denoise, nothing to simulate)
+MIN_BODY_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class SliceStore:
         self._names: dict[str, str] = {}
         self._volumes: OrderedDict[str, Volume] = OrderedDict()
         self._keep = keep_volumes
+        self._noise: dict[str, dict[str, float]] = {}
+        #: doses simulated together on a cache miss (one projection serves them all)
+        self.dose_hint: list[float] = []
 
     # volumes ---------------------------------------------------------------------------------
     def add_volume(self, key: str, loader: Callable[[], Volume], name: str = "") -> None:
@@ -117,7 +125,8 @@ class SliceStore:
         normal = vol.normal
         z_mm = [float(np.dot(p, normal)) for p in vol.positions] if vol.positions is not None else []
         info = {"n": int(data.shape[0]), "shape": [int(data.shape[1]), int(data.shape[2])],
-                "spacing": [float(s) for s in vol.spacing], "z_mm": z_mm, "kernel": str(vol.meta["kernel"]) if vol.meta.get("kernel") else None,
+                "spacing": [float(s) for s in vol.spacing], "z_mm": z_mm,
+                "body": [round(float(np.mean(data[z] > BODY_HU)), 4) for z in range(data.shape[0])], "kernel": str(vol.meta["kernel"]) if vol.meta.get("kernel") else None,
                 "name": self._names.get(key, key)}
         with atomic_file(folder / "index.json") as tmp:
             tmp.write_text(json.dumps(info))
@@ -170,50 +179,109 @@ class SliceStore:
     def _down(self, img: np.ndarray) -> np.ndarray:
         if self.downsample == 1:
             return img
-        from ldct.simulate import downsample
+        from ldct.simulate.resample import downsample
 
         return np.asarray(downsample(img, self.downsample, method="area"), dtype=np.float32)
 
-    def sim_key(self, loc: SliceLoc, dose: float) -> tuple[str, int]:
-        """(cache key, noise seed) of the simulated low dose of one slice."""
+    def _sim_path(self, loc: SliceLoc, dose: float) -> Path:
         params = json.dumps({"v": SIM_CACHE_VERSION, "vol": loc.volume, "z": loc.z, "dose": round(dose, 6),
                              "seed": self.seed, "sim": self.sim}, sort_keys=True, default=str)
-        digest = hashlib.sha1(params.encode()).hexdigest()
-        return digest[:24], int(digest[24:32], 16)
+        key = hashlib.sha1(params.encode()).hexdigest()[:24]
+        return self.cache_dir / "sim" / key[:2] / f"{key}.npy"
+
+    def slice_seed(self, loc: SliceLoc) -> int:
+        """Noise seed of one slice (the simulator separates doses itself)."""
+        text = f"{self.seed}:{loc.volume}:{loc.z}"
+        return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
 
     def _simulated(self, loc: SliceLoc, dose: float, spacing: float, rng: np.random.Generator | None):
         if rng is not None:
-            return self.simulate(self.read(loc), dose, spacing, int(rng.integers(2**31 - 1)))
-        key, seed = self.sim_key(loc, dose)
-        p = self.cache_dir / "sim" / key[:2] / f"{key}.npy"
+            return self.simulate(loc, [dose], spacing, int(rng.integers(2**31 - 1)))[dose]
+        p = self._sim_path(loc, dose)
         if p.exists():
             try:
                 return np.load(p)
             except (OSError, ValueError):
                 pass
-        img = self.simulate(self.read(loc), dose, spacing, seed)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(p) as tmp:
-            np.save(tmp, img)
-        return img
+        doses = sorted({dose, *(d for d in self.dose_hint if not self._sim_path(loc, d).exists())})
+        out = self.simulate(loc, doses, spacing, self.slice_seed(loc))
+        for d, img in out.items():
+            q = self._sim_path(loc, d)
+            q.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(q) as tmp:
+                np.save(tmp, img)
+        return out[dose]
 
-    def simulate(self, nd_hu: np.ndarray, dose: float, spacing: float, seed: int) -> np.ndarray:
-        """(H, W) HU -> (H, W) simulated low dose (float32 HU), no caching."""
-        from ldct.simulate import simulate_low_dose
-
-        if dose >= 1.0:
-            return nd_hu.astype(np.float32)
+    def _sim_kwargs(self) -> dict[str, Any]:
         kw = dict(self.sim)
         geometry = kw.pop("geometry", None)
         if isinstance(geometry, dict):
-            from ldct.simulate import FanBeamGeometry  # type: ignore[attr-defined]
+            from ldct.simulate.geometry import FanBeamGeometry
 
             kw["geometry"] = FanBeamGeometry(**geometry)
-        out = simulate_low_dose(nd_hu, dose, pixel_spacing_mm=float(spacing), seed=seed, **kw)
-        return np.asarray(out, dtype=np.float32)
+        elif geometry is not None:
+            kw["geometry"] = geometry
+        return kw
+
+    def simulate(self, loc: SliceLoc, doses: list[float], spacing: float, seed: int) -> dict[float, np.ndarray]:
+        """Simulated low dose of one slice at several doses (one projection), not cached.
+
+        The noise level is set per volume (``volume_noise``): the flux I0 calibrated once on the whole scan
+        (projection mode) or the scan's measured noise (image modes), unless ``sim`` gives it.
+        """
+        from ldct.simulate.pipeline import simulate_doses
+
+        nd = self.read(loc)
+        kw = {**self._sim_kwargs(), **self.volume_noise(loc.volume, spacing)}
+        name = self._names.get(loc.volume, loc.volume)
+        try:
+            res = simulate_doses(nd, [d for d in doses], pixel_spacing_mm=float(spacing), seed=seed, **kw)
+        except LdctError as exc:
+            raise LdctError(f"slice {loc.z}: {exc}", name) from None
+        return {d: np.asarray(res.low_dose[d], dtype=np.float32) for d in doses}
+
+    def volume_noise(self, key: str, spacing: float) -> dict[str, float]:
+        """{"i0": ...} (projection) or {"noise_sigma": ...} (image modes) for a volume, computed once and
+        kept in ``slices/<key>/noise_<hash>.json``; {} when the recipe's ``sim`` sets it."""
+        mode = self.sim.get("mode", "projection")
+        field_name = "i0" if mode == "projection" else "noise_sigma"
+        if self.sim.get(field_name) is not None:
+            return {}
+        digest = hashlib.sha1(json.dumps(self.sim, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        p = self.cache_dir / "slices" / key / f"noise_{digest}.json"
+        if key in self._noise:
+            return self._noise[key]
+        if p.exists():
+            try:
+                self._noise[key] = {field_name: float(json.loads(p.read_text())[field_name])}
+                return self._noise[key]
+            except (OSError, ValueError, KeyError):
+                pass
+        info = self.index(key)
+        vol = np.stack([self.read(SliceLoc(key, z)) for z in range(info["n"])])
+        name = self._names.get(key, key)
+        kw = self._sim_kwargs()
+        try:
+            if mode == "projection":
+                from ldct.simulate.calibrate import calibrate_i0
+                from ldct.simulate.geometry import default_geometry
+
+                geom = kw.get("geometry") or default_geometry(vol.shape[1:], spacing)
+                extra = {k: kw[k] for k in ("filter", "view_merge", "variance_downsample", "mu_water") if k in kw}
+                value = calibrate_i0(vol, spacing, geom, seed=0, device=kw.get("device", "cpu"), **extra).i0
+            else:
+                from ldct.simulate.pipeline import simulate_doses
+
+                res = simulate_doses(vol, [0.5], pixel_spacing_mm=spacing, mode=mode, seed=0)
+                value = float(res.parameters["noise_sigma"])
+        except LdctError as exc:
+            raise LdctError(f"cannot set the simulated noise level for this scan: {exc} "
+                            f"(set data.sim.{field_name})", name) from None
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(p) as tmp:
+            tmp.write_text(json.dumps({field_name: value, "mode": mode, "sim": self.sim}, default=str))
+        self._noise[key] = {field_name: float(value)}
+        return self._noise[key]
 
     def is_cached(self, rec: SliceRecord, dose: float) -> bool:
-        if rec.ld:
-            return True
-        key, _ = self.sim_key(rec.nd, dose)
-        return (self.cache_dir / "sim" / key[:2] / f"{key}.npy").exists()
+        return bool(rec.ld) or self._sim_path(rec.nd, dose).exists()

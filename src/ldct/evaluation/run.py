@@ -63,6 +63,8 @@ def evaluate_run(
     run_dir = find_run_dir(model_path)
     section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
     section["root"] = str(data.absolute())
+    if section.get("kind") == "unpaired":  # e.g. CycleGAN: trained unpaired, scored on paired data
+        section.update(kind="auto", ld_root=None, nd_root=None)
     section.pop("dose_range", None)  # evaluation uses discrete dose levels
     if doses:
         section["doses"] = [float(d) for d in doses]

@@ -100,7 +100,7 @@ def iter_predict(
     z = arr.shape[0]
     with torch.inference_mode():
         for start in range(0, z, batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(arr[start : start + batch_size], dtype=np.float32))
+            x = torch.from_numpy(np.array(arr[start : start + batch_size], dtype=np.float32))  # a copy: inputs stay read-only
             x = x.to(dev, non_blocking=True).unsqueeze(1)  # (b, 1, y, x) HU
             if not bool(torch.isfinite(x).all()):
                 raise LdctError(f"input slices {start}..{start + x.shape[0] - 1} contain NaN or infinite values")

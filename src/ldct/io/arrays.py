@@ -46,7 +46,9 @@ def read_npy(path: str | Path) -> Volume:
     except ValueError as exc:
         raise LdctError(f"cannot read .npy (object arrays are not allowed): {exc}", path) from None
     except Exception as exc:
-        raise LdctError(f"not a valid .npy file (corrupt or truncated?): {' '.join(str(exc).split())[:160]}", path) from None
+        raise LdctError(
+            f"not a valid .npy file (corrupt or truncated?): {' '.join(str(exc).split())[:160]}", path
+        ) from None
     return _array_volume(_check_array(arr, path, "array"), path, "npy")
 
 
@@ -107,7 +109,9 @@ def read_raw(
     if size != expected:
         hint = ""
         if size % (int(np.prod(shape[-2:])) * dt.itemsize) == 0:
-            hint = f"; the size fits {size // (int(np.prod(shape[-2:])) * dt.itemsize)} slices of {shape[-2:]}"
+            hint = (
+                f"; the size fits {size // (int(np.prod(shape[-2:])) * dt.itemsize)} slices of {shape[-2:]}"
+            )
         raise LdctError(
             f"raw file is {size} bytes but shape {shape} of {dt.name} needs {expected} bytes{hint}", path
         )
@@ -124,22 +128,20 @@ def write_npy(vol: Volume, path: str | Path, *, overwrite: bool = False) -> Path
     """Voxels as float32 .npy: (y, x) for a single slice, else (z, y, x) (or (z, y, x, c))."""
     path = Path(path)
     data = vol.data[0] if vol.data.shape[0] == 1 else vol.data
-    with atomic_file(path, overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, data.astype(np.float32), allow_pickle=False)
+    with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, data.astype(np.float32), allow_pickle=False)
     return path
 
 
 def write_npz(vol: Volume, path: str | Path, *, overwrite: bool = False) -> Path:
     """Voxels plus geometry: ``hu`` (z, y, x) float32, ``spacing``, ``positions``, ``orientation``."""
     path = Path(path)
-    with atomic_file(path, overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                hu=vol.data.astype(np.float32),
-                spacing=np.asarray(vol.spacing, dtype=np.float64),
-                positions=np.asarray(vol.positions, dtype=np.float64),
-                orientation=np.asarray(vol.orientation, dtype=np.float64),
-            )
+    with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            hu=vol.data.astype(np.float32),
+            spacing=np.asarray(vol.spacing, dtype=np.float64),
+            positions=np.asarray(vol.positions, dtype=np.float64),
+            orientation=np.asarray(vol.orientation, dtype=np.float64),
+        )
     return path

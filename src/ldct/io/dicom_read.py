@@ -82,9 +82,15 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
     out = []
     for f in range(n):
         if enhanced:
-            pp, po, pm, pv = (_fg(ds, f, s) for s in (
-                "PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence",
-                "PixelValueTransformationSequence"))
+            pp, po, pm, pv = (
+                _fg(ds, f, s)
+                for s in (
+                    "PlanePositionSequence",
+                    "PlaneOrientationSequence",
+                    "PixelMeasuresSequence",
+                    "PixelValueTransformationSequence",
+                )
+            )
             pos = _floats(pp.get("ImagePositionPatient")) if pp is not None else None
             ori = _floats(po.get("ImageOrientationPatient")) if po is not None else None
             spc = _floats(pm.get("PixelSpacing")) if pm is not None else None
@@ -98,14 +104,20 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
             thk = _float(ds.get("SliceThickness"))
             slope = _float(ds.get("RescaleSlope"))
             icpt = _float(ds.get("RescaleIntercept"))
-        out.append(_Frame(
-            file=path, ds=ds, frame=f,
-            position=np.asarray(pos, dtype=np.float64) if pos and len(pos) == 3 else None,
-            orientation=ori if ori and len(ori) == 6 else None,
-            pixel_spacing=(spc[0], spc[1]) if spc and len(spc) == 2 else None,
-            thickness=thk, slope=1.0 if slope is None else slope, intercept=0.0 if icpt is None else icpt,
-            instance=inst * 100000 + f,
-        ))
+        out.append(
+            _Frame(
+                file=path,
+                ds=ds,
+                frame=f,
+                position=np.asarray(pos, dtype=np.float64) if pos and len(pos) == 3 else None,
+                orientation=ori if ori and len(ori) == 6 else None,
+                pixel_spacing=(spc[0], spc[1]) if spc and len(spc) == 2 else None,
+                thickness=thk,
+                slope=1.0 if slope is None else slope,
+                intercept=0.0 if icpt is None else icpt,
+                instance=inst * 100000 + f,
+            )
+        )
     return out
 
 
@@ -128,12 +140,20 @@ def read_dicom(
         raise LdctError(
             f"modality is {modality}, not CT: ldct needs CT images in Hounsfield units", chosen.files[0]
         )
+    members = list(zip(chosen.files, chosen.datasets))
+    warnings: list[str] = []
+    scouts = [
+        (f, ds) for f, ds in members if "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]
+    ]
+    if scouts and len(scouts) < len(members):
+        scout_ids = {id(ds) for _, ds in scouts}
+        members = [m for m in members if id(m[1]) not in scout_ids]
+        warnings.append(f"{len(scouts)} localizer (scout) image(s) in the series left out")
     frames: list[_Frame] = []
-    for f, ds in zip(chosen.files, chosen.datasets):
+    for f, ds in members:
         if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise LdctError("DICOM file has no PixelData (not an image, or the file is truncated)", f)
         frames.extend(_frames_of(f, ds))
-    warnings: list[str] = []
     if modality == "":
         warnings.append("no Modality tag; assumed CT")
 
@@ -150,7 +170,9 @@ def read_dicom(
         if fr.orientation and not orientations_agree(fr.orientation, orientation):
             raise LdctError(
                 "slices with different orientations in one series (ImageOrientationPatient differs); "
-                "cannot stack them", fr.file)
+                "cannot stack them",
+                fr.file,
+            )
     if all(fr.position is not None for fr in frames):
         positions = np.stack([fr.position for fr in frames])  # type: ignore[misc]
         order = sort_order(positions, orientation)
@@ -168,7 +190,8 @@ def read_dicom(
         if geo.duplicates:
             raise LdctError(
                 f"{geo.duplicates + 1} slices share the same position (several acquisitions in one series?)",
-                where)
+                where,
+            )
         warnings.extend(geo.warnings)
         spacing_z = geo.spacing_z or thickness or 1.0
     else:
@@ -236,8 +259,9 @@ def _decode(frames: list[_Frame], *, is_ct: bool) -> tuple[np.ndarray, int]:
             if mask_all is not None and mask_all[fr.frame].any():
                 pad_masks.append((k, mask_all[fr.frame]))
     if pad_masks:
-        fill = AIR_HU if is_ct else float(min(
-            np.min(out[k][~m]) if (~m).any() else 0.0 for k, m in pad_masks))
+        fill = (
+            AIR_HU if is_ct else float(min(np.min(out[k][~m]) if (~m).any() else 0.0 for k, m in pad_masks))
+        )
         for k, m in pad_masks:
             out[k][m] = fill
             pad_total += int(m.sum())
@@ -302,6 +326,8 @@ def _metadata(chosen: dicom_scan.SeriesInfo, frames: list[_Frame], modality: str
         "study_date": s("StudyDate"),
         "body_part": s("BodyPartExamined"),
         "patient_position": s("PatientPosition"),
-        "sop_class_uid": s("SOPClassUID") or str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "") or None,
+        "sop_class_uid": s("SOPClassUID")
+        or str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        or None,
         "multiframe": int(ds.get("NumberOfFrames", 1) or 1) > 1,
     }

@@ -161,7 +161,11 @@ def scan_series(inputs: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
         groups.setdefault(uid, []).append((f, ds))
-    where = Path(items[0]) if len(items) == 1 else Path(os.path.commonpath([str(Path(i).resolve()) for i in items]))
+    where = (
+        Path(items[0])
+        if len(items) == 1
+        else Path(os.path.commonpath([str(Path(i).resolve()) for i in items]))
+    )
     if not groups:
         raise LdctError(f"no DICOM files found ({skipped} other files skipped)", where)
 

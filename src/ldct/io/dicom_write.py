@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 import ldct
 from ldct.atomic import atomic_dir, is_inside
@@ -30,12 +30,39 @@ from ldct.volume import Volume
 
 #: attributes copied from the source header when present (patient, study, equipment, frame of reference)
 COPY_TAGS = (
-    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-    "PatientAge", "PatientWeight", "PatientSize", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
-    "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "Manufacturer", "ManufacturerModelName",
-    "InstitutionName", "StationName", "DeviceSerialNumber", "FrameOfReferenceUID", "PositionReferenceIndicator",
-    "PatientPosition", "BodyPartExamined", "ProtocolName", "ContrastBolusAgent", "DataCollectionDiameter",
-    "ReconstructionDiameter", "GantryDetectorTilt", "AcquisitionDate", "AcquisitionTime", "SeriesDate",
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "StationName",
+    "DeviceSerialNumber",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "PatientPosition",
+    "BodyPartExamined",
+    "ProtocolName",
+    "ContrastBolusAgent",
+    "DataCollectionDiameter",
+    "ReconstructionDiameter",
+    "GantryDetectorTilt",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "SeriesDate",
 )
 
 
@@ -68,8 +95,7 @@ def _ds_text(v: float) -> str:
     if v == 0:
         return "0"
     s = repr(v)
-    if s.endswith(".0"):
-        s = s[:-2]
+    s = s.removesuffix(".0")
     digits = 16
     while len(s) > 16 and digits > 1:
         digits -= 1
@@ -100,7 +126,9 @@ def build_series(
     for_uid = _uid_or_new(first.get("FrameOfReferenceUID") if first is not None else None)
     slope, intercept = _rescale(vol.data)
     what = description or ("converted by ldct" if derived else "created by ldct")
-    src_desc = meta.get("series_description") or (Path(str(meta.get("source_path", ""))).name if meta.get("source_path") else "")
+    src_desc = meta.get("series_description") or (
+        Path(str(meta.get("source_path", ""))).name if meta.get("source_path") else ""
+    )
     series_desc = f"{what} ({src_desc})" if src_desc else what
     number = int(meta.get("series_number") or 0) + 1000 if derived else 1
     out = []
@@ -130,8 +158,9 @@ def build_series(
         ds.ContentDate, ds.ContentTime = date, time
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.SeriesDescription = series_desc[:64]
-        ds.DerivationDescription = (f"{what}; derived from series {meta.get('series_uid') or '(unknown)'}"
-                                    f" by ldct {ldct.__version__}")[:1024]
+        ds.DerivationDescription = (
+            f"{what}; derived from series {meta.get('series_uid') or '(unknown)'} by ldct {ldct.__version__}"
+        )[:1024]
         ds.Manufacturer = ds.get("Manufacturer", "") or ""
         ds.SoftwareVersions = f"ldct {ldct.__version__}"
         ds.InstanceNumber = k + 1
@@ -139,7 +168,11 @@ def build_series(
         ds.FrameOfReferenceUID = for_uid
         ds.setdefault("PositionReferenceIndicator", "")
         if hdr is not None and per_slice:
-            ref_uid = str(hdr.get("SOPInstanceUID", "") or getattr(getattr(hdr, "file_meta", None), "MediaStorageSOPInstanceUID", "") or "")
+            ref_uid = str(
+                hdr.get("SOPInstanceUID", "")
+                or getattr(getattr(hdr, "file_meta", None), "MediaStorageSOPInstanceUID", "")
+                or ""
+            )
             if ref_uid:
                 item = Dataset()
                 item.ReferencedSOPClassUID = str(hdr.get("SOPClassUID", "") or CTImageStorage)
@@ -205,7 +238,7 @@ def protected_paths(*vols: Volume | None) -> tuple[list[Path], list[Path]]:
 
 
 def check_output(out: Path, *vols: Volume | None) -> None:
-    """Raise :class:`LdctError` when ``out`` is an input file, lies in a source DICOM folder, or holds an input."""
+    """Raise :class:`LdctError` when ``out`` is an input, lies in an input folder, or holds an input."""
     folders, files = protected_paths(*vols)
     for d in folders:
         if is_inside(out, d):

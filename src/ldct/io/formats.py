@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ldct.errors import LdctError
-from ldct.hu import Window
 from ldct.io.arrays import RAW_SUFFIXES, read_npy, read_npz, read_raw, write_npy, write_npz
 from ldct.io.dicom_scan import SeriesInfo, check_readable, scan_series
 from ldct.io.nifti import is_nifti, read_nifti, write_nifti
 from ldct.io.photo import PHOTO_SUFFIXES, read_image, write_tiff
 from ldct.volume import Volume
+
+if TYPE_CHECKING:  # ldct.hu imports torch; keep reading CT light
+    from ldct.hu import Window
 
 FILE_SUFFIXES = (".nii", ".gz", ".npy", ".npz") + PHOTO_SUFFIXES + RAW_SUFFIXES
 PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,12 +62,50 @@ def read_volume(
 
     ``raw_spacing`` (z, y, x mm) sets the spacing of inputs that do not store it (raw, npy, images).
     Raises :class:`LdctError` for anything the user can fix (missing file, corrupt data, NaN...).
+    Warnings that pydicom / nibabel raise while reading go to ``vol.meta["warnings"]`` (not stderr).
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vol = _read_volume(
+            path,
+            series=series,
+            raw_shape=raw_shape,
+            raw_dtype=raw_dtype,
+            raw_offset=raw_offset,
+            raw_spacing=raw_spacing,
+            require_ct=require_ct,
+        )
+    notes = list(
+        dict.fromkeys(
+            " ".join(str(w.message).split())[:200] for w in caught if issubclass(w.category, UserWarning)
+        )
+    )
+    vol.meta.setdefault("warnings", []).extend(f"reader: {n}" for n in notes[:5])
+    return vol
+
+
+def _read_volume(
+    path: PathLike | Sequence[PathLike],
+    *,
+    series: str | None,
+    raw_shape: tuple[int, ...] | None,
+    raw_dtype: str,
+    raw_offset: float,
+    raw_spacing: tuple[float, float, float] | None,
+    require_ct: bool,
+) -> Volume:
     if not isinstance(path, (str, Path)):
         paths = [Path(p) for p in path]
         if len(paths) == 1:
-            return read_volume(paths[0], series=series, raw_shape=raw_shape, raw_dtype=raw_dtype,
-                               raw_offset=raw_offset, raw_spacing=raw_spacing, require_ct=require_ct)
+            return _read_volume(
+                paths[0],
+                series=series,
+                raw_shape=raw_shape,
+                raw_dtype=raw_dtype,
+                raw_offset=raw_offset,
+                raw_spacing=raw_spacing,
+                require_ct=require_ct,
+            )
         from ldct.io.dicom_read import read_dicom
 
         return _finish(read_dicom(paths, series=series, require_ct=require_ct), paths[0], raw_spacing=None)
@@ -88,7 +130,9 @@ def read_volume(
         vol = read_image(p, hu_offset=raw_offset if raw_offset else None)
     else:
         if raw_shape is None:
-            raise LdctError("headerless raw file: give its shape (--raw-shape Z,Y,X or Y,X) and --raw-dtype", p)
+            raise LdctError(
+                "headerless raw file: give its shape (--raw-shape Z,Y,X or Y,X) and --raw-dtype", p
+            )
         vol = read_raw(p, shape=raw_shape, dtype=raw_dtype, offset=raw_offset, spacing=raw_spacing)
     return _finish(vol, p, raw_spacing=raw_spacing if kind in ("npy", "image") else None)
 
@@ -112,7 +156,8 @@ def _finish(vol: Volume, where: Path, *, raw_spacing: tuple[float, float, float]
         if lo > -500 and vol.meta.get("source_format") in ("dicom", "nifti", "raw"):
             vol.meta["warnings"].append(
                 f"lowest value is {lo:g}: no air (-1000 HU) in the image; are these really HU "
-                "(missing RescaleIntercept or raw offset)?")
+                "(missing RescaleIntercept or raw offset)?"
+            )
     return vol
 
 
@@ -160,7 +205,11 @@ def write_volume(
     if suf in (".tif", ".tiff"):
         return write_tiff(vol, p, overwrite=overwrite)
     if suf in (".dcm", ".ima"):
-        raise LdctError("ldct writes a DICOM series as a folder of files: give a folder path without a suffix", p)
+        raise LdctError(
+            "ldct writes a DICOM series as a folder of files: give a folder path without a suffix", p
+        )
     if suf and not p.is_dir():
-        raise LdctError(f"unknown output format {suf!r}: use a folder (DICOM), .nii.gz, .npy, .npz, .png or .tif", p)
+        raise LdctError(
+            f"unknown output format {suf!r}: use a folder (DICOM), .nii.gz, .npy, .npz, .png or .tif", p
+        )
     return write_dicom_series(vol, p, source=source, description=description, overwrite=overwrite)

@@ -101,14 +101,23 @@ def write_nifti(vol: Volume, path: str | Path, *, overwrite: bool = False, descr
     if vol.channels != 1:
         raise LdctError("NIfTI output needs a single-channel volume (this one is colour)", path)
     data = np.transpose(vol.data, (2, 1, 0))
-    if np.all(np.isfinite(data)) and data.size and np.all(data == np.round(data)) \
-            and data.min() >= -32768 and data.max() <= 32767:
+    if (
+        np.all(np.isfinite(data))
+        and data.size
+        and np.all(data == np.round(data))
+        and data.min() >= -32768
+        and data.max() <= 32767
+    ):
         arr = data.astype(np.int16)
     else:
         arr = data.astype(np.float32)
     aff = nifti_affine(vol)
     img = nib.Nifti1Image(arr, aff)
-    img.set_qform(aff, code=1)
+    cols = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
+    if np.allclose(cols.T @ cols, np.eye(3), atol=1e-4):
+        img.set_qform(aff, code=1)
+    else:  # sheared (gantry tilt): a qform cannot hold it, readers use the exact sform
+        img.set_qform(None, code=0)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units(xyz="mm")
     img.header["descrip"] = ("ldct " + description).encode("ascii", "replace")[:79]

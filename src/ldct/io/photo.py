@@ -26,9 +26,7 @@ def read_image(path: str | Path, *, hu_offset: float | None = None) -> Volume:
     tiff = path.suffix.lower() in (".tif", ".tiff")
     arr, colour = _read_tiff(path) if tiff else _read_pillow(path)
     warnings: list[str] = []
-    if not colour and arr.ndim == 2:
-        arr = arr[None]
-    elif colour and arr.ndim == 3:
+    if not colour and arr.ndim == 2 or colour and arr.ndim == 3:
         arr = arr[None]
     if colour and arr.shape[-1] == 4:
         warnings.append("alpha channel dropped")
@@ -85,10 +83,14 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
             axes = series.axes
             arr = np.asarray(series.asarray())
     except Exception as exc:
-        raise LdctError(f"cannot read TIFF (corrupt or truncated?): {' '.join(str(exc).split())[:160]}", path) from None
+        raise LdctError(
+            f"cannot read TIFF (corrupt or truncated?): {' '.join(str(exc).split())[:160]}", path
+        ) from None
     colour = axes.endswith("S")
     if arr.ndim not in (2, 3, 4) or (arr.ndim == 4 and not colour):
-        raise LdctError(f"TIFF has shape {arr.shape} (axes {axes}); expected (y, x), (z, y, x) or colour", path)
+        raise LdctError(
+            f"TIFF has shape {arr.shape} (axes {axes}); expected (y, x), (z, y, x) or colour", path
+        )
     return arr, colour
 
 

@@ -9,9 +9,26 @@ import numpy as np
 from ldct.volume import Volume
 
 _META_KEYS = (
-    "patient_id", "study_uid", "series_uid", "series_description", "manufacturer", "model", "kernel", "kvp",
-    "tube_current_ma", "exposure_mas", "ctdivol", "transfer_syntax", "source_format", "source_path",
-    "gantry_tilt_deg", "uneven_spacing", "slice_gap_min_mm", "slice_gap_max_mm", "padded_voxels", "multiframe",
+    "patient_id",
+    "study_uid",
+    "series_uid",
+    "series_description",
+    "manufacturer",
+    "model",
+    "kernel",
+    "kvp",
+    "tube_current_ma",
+    "exposure_mas",
+    "ctdivol",
+    "transfer_syntax",
+    "source_format",
+    "source_path",
+    "gantry_tilt_deg",
+    "uneven_spacing",
+    "slice_gap_min_mm",
+    "slice_gap_max_mm",
+    "padded_voxels",
+    "multiframe",
 )
 
 
@@ -37,7 +54,9 @@ def volume_summary(vol: Volume) -> dict[str, Any]:
         "shape": [int(s) for s in d.shape[:3]],
         "channels": vol.channels,
         "spacing_mm": [float(s) for s in vol.spacing],
-        "slice_thickness_mm": vol.slice_thickness if vol.slice_thickness is None else float(vol.slice_thickness),
+        "slice_thickness_mm": vol.slice_thickness
+        if vol.slice_thickness is None
+        else float(vol.slice_thickness),
         "modality": vol.meta.get("modality"),
         "is_hu": bool(vol.is_hu),
         "hu_min": float(d.min()),

@@ -25,8 +25,8 @@ from ldct.simulate.geometry import FanBeamGeometry
 #: reconstruction filters: window applied to the ramp, as a function of |f| / Nyquist in [0, 1]
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 
-#: elements per temporary tensor in the chunked loops (bounds memory: ~128 MB in float32)
-_CHUNK_ELEMENTS = 1 << 25
+#: elements per temporary tensor in the chunked loops (bounds memory: ~16 MB in float32)
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def _window(name: str, w: torch.Tensor) -> torch.Tensor:

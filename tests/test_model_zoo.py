@@ -1,0 +1,150 @@
+"""`--model NAME|PATH`: bundled/user models, run folders, and refusal of anything that is not safetensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+from helpers_denoise import trained_model
+from safetensors.torch import save_file
+
+from ldct.cli import main
+from ldct.errors import LdctError
+from ldct.model_zoo import bundled_dir, find_model, list_models, load_model
+
+
+class _Trap:
+    """Unpickling this creates a file: proof that a loader unpickled it."""
+
+    def __init__(self, sentinel: str):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(shared_data, tmp_path_factory):
+    return trained_model(shared_data, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    d = tmp_path / "models"
+    d.mkdir()
+    monkeypatch.setenv("LDCT_MODEL_DIR", str(d))
+    return d
+
+
+def test_model_folder_and_weights_file_load(model_dir):
+    m = load_model(str(model_dir))
+    assert (m.method, m.network, m.scale, m.dose_conditioned) == ("supervised", "dncnn", 1, False)
+    assert (m.window.lo, m.window.hi) == (-1000.0, 1000.0)
+    w = load_model(str(model_dir / "weights.safetensors"))
+    x = torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x), w.module(x))
+
+
+def test_user_models_by_name_and_listing(model_dir, user_models):
+    shutil.copytree(model_dir, user_models / "liver")
+    found = {m.name: m for m in list_models()}
+    assert found["liver"].where == "user" and found["liver"].network == "dncnn"
+    assert found["liver"].size_mb == pytest.approx((model_dir / "weights.safetensors").stat().st_size / 1e6)
+    assert found["liver"].doses == "0.25" and "Mayo" in found["liver"].trained_on
+    assert load_model("liver").name == "liver"
+    with pytest.raises(LdctError, match="unknown model 'kidney'.*liver"):
+        load_model("kidney")
+
+
+def test_models_command_lists_user_models(model_dir, user_models, capsys):
+    shutil.copytree(model_dir, user_models / "liver")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "liver" in out and "dncnn" in out and "supervised" in out
+
+
+def test_default_model_bundled_or_clear_error(user_models):
+    if (bundled_dir() / "default.safetensors").is_file():
+        m = load_model(None)
+        assert m.name == "default" and m.module is not None
+    else:
+        with pytest.raises(LdctError, match="no bundled model named 'default' is installed"):
+            load_model(None)
+
+
+def test_run_folder_loads_best_checkpoint(model_dir, tmp_path):
+    run = tmp_path / "run"
+    ck = run / "checkpoints" / "step_0000060"
+    shutil.copytree(model_dir, ck)
+    meta = json.loads((ck / "meta.json").read_text())
+    (run / "checkpoints" / "last").write_text("step_0000060\n")
+    assert load_model(str(run)).network == meta["network"]["name"]
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".safetensors", ""])
+def test_pickles_are_refused_and_never_unpickled(tmp_path, suffix, capsys):
+    sentinel = tmp_path / "unpickled.txt"
+    bad = tmp_path / f"model{suffix}"
+    if suffix in (".pt", ".pth"):
+        torch.save({"state": torch.zeros(2), "trap": _Trap(str(sentinel))}, bad)  # zip archive
+    else:
+        bad.write_bytes(pickle.dumps({"trap": _Trap(str(sentinel))}, protocol=4))
+    target = bad if suffix else tmp_path
+    with pytest.raises(LdctError, match="pickle"):
+        find_model(str(target)) if suffix else load_model(str(target))
+    np.save(tmp_path / "in.npy", np.zeros((64, 64), np.float32))
+    assert main(["denoise", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy"), "--model", str(target)]) == 2
+    assert not sentinel.exists()
+
+
+def test_pickle_check_is_by_content_not_name(tmp_path):
+    fake = tmp_path / "weights.safetensors"
+    fake.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
+    with pytest.raises(LdctError, match="pickle"):
+        find_model(str(fake))
+
+
+def test_invalid_safetensors_and_foreign_safetensors(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    with pytest.raises(LdctError, match="not a valid safetensors"):
+        find_model(str(junk))
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))  # valid safetensors, no ldct metadata
+    with pytest.raises(LdctError, match="not an ldct model"):
+        load_model(str(foreign))
+    other = tmp_path / "model.onnx"
+    other.write_bytes(os.urandom(64))
+    with pytest.raises(LdctError, match="not an ldct model"):
+        find_model(str(other))
+    with pytest.raises(LdctError, match="model not found"):
+        find_model(str(tmp_path / "missing.safetensors"))
+
+
+def test_weights_that_do_not_fit_the_metadata(model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["network"]["width"] = 32
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(LdctError, match="do not fit"):
+        load_model(str(bad))
+
+
+def test_folder_with_only_a_pickle(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    torch.save({"w": torch.zeros(1)}, d / "model.pth")
+    with pytest.raises(LdctError, match="pickle"):
+        load_model(str(d))
+    np.save(d / "x.npy", np.zeros(2))
+    (d / "model.pth").unlink()
+    with pytest.raises(LdctError, match="no .safetensors"):
+        load_model(str(d))
