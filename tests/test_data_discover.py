@@ -69,3 +69,6 @@ def test_patient_ids_from_folders_and_map(tmp_path):
     assert {s.patient_id for s in merged} == {"P1"}
     only = discover(tmp_path, include=["P2/*"])
     assert {s.patient_id for s in only} == {"P2"}
+    # one patient's folder as the root: the dose folders do not become patients, the root names it
+    one = discover(tmp_path / "P1")
+    assert sorted((s.patient_id, s.role) for s in one) == [("P1", "ld"), ("P1", "nd")]

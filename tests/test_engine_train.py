@@ -67,7 +67,7 @@ def test_short_run_learns_and_writes_the_run_folder(run40):
     assert meta["recipe"]["args"] == recipe["args"] and meta["data_summary"]["source"].startswith("mayo")
 
     state = torch.load(ckpts / "step_0000040" / "train_state.pt", weights_only=True)  # no arbitrary unpickling
-    assert state["step"] == 40 and state["sampler"] == {"epoch": 5, "batch_in_epoch": 0}
+    assert state["step"] == 40 and state["sampler"] == {"epoch": 4, "batch_in_epoch": 8}  # 8 batches per epoch
     adam = state["optimizers"]["net"]["state"][0]
     assert int(adam["step"]) == 40 and adam["exp_avg"].abs().sum() > 0
 

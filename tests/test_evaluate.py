@@ -134,7 +134,7 @@ def test_evaluate_command_on_a_trained_run(shared_data, tmp_path, capsys):
         assert len(list(csv.DictReader(fh))) == 3 * 3 + 1
     # bad inputs: one line, exit code 2
     assert main(["evaluate", str(tmp_path / "nope"), "--data", str(pairs)]) == 2
-    assert main(["evaluate", str(run), "--data", str(pairs / "P1")]) == 2
+    assert main(["evaluate", str(run), "--data", str(pairs / "P1")]) == 2  # P1 is a training patient
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ldct: error: ") and "--split all" in err[-1]
     assert main(["evaluate", str(run), "--data", str(pairs / "P1"), "--split", "all", "--no-baselines",

@@ -101,11 +101,10 @@ def test_train_evaluate_denoise(recipe, data, tmp_path, capsys):
     if recipe == "wgan_gp":
         assert all(r["wasserstein"] for r in rows)
 
-    # evaluate: paired data, the run's test patient (CycleGAN trained unpaired: its own P3 folder)
+    # evaluate on paired data: the run's test patient (CycleGAN, trained unpaired, has no split: all)
     ev = tmp_path / "eval"
     split = ["--split", "all"] if recipe == "cyclegan" else []
-    eval_data = data / "pairs" if recipe != "cyclegan" else data / "pairs"
-    code = main(["evaluate", str(run), "--data", str(eval_data), "--out", str(ev), "--no-baselines", *split,
+    code = main(["evaluate", str(run), "--data", str(data / "pairs"), "--out", str(ev), "--no-baselines", *split,
                  "--max-slices", "1"])
     assert code == 0
     summary = json.loads((ev / "summary.json").read_text())

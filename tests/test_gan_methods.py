@@ -216,6 +216,7 @@ def test_cyclegan_cycle_and_identity_terms_match_hand_computation():
     assert logs["loss_g"] == pytest.approx(logs["g_adv"] + 10 * cycle + 5 * identity, rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_cyclegan_linear_decay_in_second_half():
     method = make("cyclegan")
     lrs = []

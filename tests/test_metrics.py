@@ -95,7 +95,10 @@ def test_windows_clip_and_name_the_metrics(real_slices):
     changed = pred.copy()
     changed[pred > 400] += 500.0
     assert compute_metrics(changed, ref, ["soft_tissue"]) == base
-    assert compute_metrics(changed, ref, ["full"])["psnr_full"] < compute_metrics(pred, ref, ["full"])["psnr_full"]
+    assert (
+        compute_metrics(changed, ref, ["full"])["psnr_full"]
+        < compute_metrics(pred, ref, ["full"])["psnr_full"]
+    )
     assert compute_metrics(ref, ref, ["full"])["psnr_full"] == math.inf
     desc = describe_metrics(["soft_tissue"])["psnr_soft_tissue"]
     assert "[-160, 240] HU" in desc and "data_range 400" in desc

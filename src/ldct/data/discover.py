@@ -169,7 +169,7 @@ def discover(root: str | Path, *, include: list[str] | None = None, exclude: lis
     if not scans:
         raise LdctError("no CT found here (looked for DICOM series, NIfTI, .npy volumes or slices, .raw slices)",
                         root)
-    _folder_ids(scans, tops)
+    _folder_ids(scans, tops, base.name)
     for s in scans:
         text = f"{s.name} {s.description}"
         s.role, s.role_dose = _role(text)
@@ -195,12 +195,20 @@ def _top_folders(rels: list[str]) -> dict[str, set[str]]:
     return tops
 
 
-def _folder_ids(scans: list[Scan], tops: dict[str, set[str]]) -> None:
+def _folder_ids(scans: list[Scan], tops: dict[str, set[str]], root_name: str) -> None:
     """Files named alike in several top-level folders (``P1/full/ct.npy``, ``P2/full/ct.npy``) take the
-    top-level folder as patient id; DICOM ids (from the headers) are left alone."""
+    top-level folder as patient id; when those folders only name doses (``full_dose/ct.npy``,
+    ``quarter_dose/ct.npy``) the root folder names the patient. DICOM ids (from headers) are left alone."""
     for s in scans:
-        if s.fmt != "dicom" and len(tops.get(s.patient_id, ())) > 1 and not _KNOWN_ID.search(s.name):
-            s.patient_id = s.name.split("/", 1)[0]
+        if s.fmt == "dicom" or _KNOWN_ID.search(s.name):
+            continue
+        folders = tops.get(s.patient_id, set())
+        plain = {t for t in folders if _role(t)[0] is None}
+        top = s.name.split("/", 1)[0] if "/" in s.name else ""
+        if len(plain) > 1 and top in plain:
+            s.patient_id = top
+        elif len(folders) > 1 and not plain:
+            s.patient_id = root_name
 
 
 def _walk(root: Path) -> list[Path]:

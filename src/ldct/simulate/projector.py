@@ -115,14 +115,22 @@ def backproject(
     inp = q.permute(1, 0, 2).unsqueeze(2)  # (V, B, 1, D): views batch, slices as channels
     out = torch.zeros(b, h, w, device=dev, dtype=torch.float32)
     chunk = max(1, min(v, _CHUNK_ELEMENTS // (h * w * max(b, 2))))
+    grid_buf = torch.zeros(chunk, h, w, 2, device=dev, dtype=torch.float32)  # [..., 1] stays 0 (1-D input)
     for s0 in range(0, v, chunk):
         c = cos[s0 : s0 + chunk, None, None]
         sn = sin[s0 : s0 + chunk, None, None]
-        inv = 1.0 / (geom.sid - (x * c + y * sn))  # 1 / (distance from source along the central ray)
-        g = (y * c - x * sn) * inv * gscale - goff  # normalised detector coordinate (align_corners=False)
-        grid = torch.stack((g, torch.zeros_like(g)), dim=-1)
-        vals = F.grid_sample(inp[s0 : s0 + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out += (vals * (inv * inv).unsqueeze(1)).sum(0)
+        n = c.shape[0]
+        grid = grid_buf[:n]
+        # 1 / (distance from the source along the central ray), one full-size pass each
+        inv = torch.reciprocal_((geom.sid - x * c) - y * sn)
+        # normalised detector coordinate (align_corners=False), written into the grid buffer
+        torch.mul((y * (c * gscale)) - (x * (sn * gscale)), inv, out=grid[..., 0])
+        if goff:
+            grid[..., 0] -= goff
+        vals = F.grid_sample(inp[s0 : s0 + n], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        inv.square_()
+        for i in range(n):
+            out.addcmul_(vals[i], inv[i])
     return out * (dbeta * geom.sid * geom.sid)
 
 
