@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.data).absolute()
     common = [f"train.batch_size={args.batch}", f"data.patch_size={args.patch}", "train.val_every=0",
               "train.sample_every=0", f"train.ckpt_every={max(args.teacher_steps, args.student_steps)}",
+              f"data.cache_dir={out / 'cache'}",  # simulated low dose shared by every run
               *args.set]
     families = sorted({fam for v, (_, fam, _) in STUDENTS.items() if v in args.variants})
     teachers = {}
@@ -115,9 +116,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _markdown(rows: dict[str, dict[float, dict[str, Any]]], args: argparse.Namespace) -> str:
-    lines = [f"Distillation benchmark: teachers {args.teacher_steps} steps, students {args.student_steps} steps, "
-             f"batch {args.batch}, patch {args.patch}{', CPU sizes' if args.cpu_sizes else ''}; "
-             f"{args.split} patients; metrics on HU clipped to the window (data range = its width).", ""]
+    head = (f"Distillation benchmark: teachers {args.teacher_steps} steps, students {args.student_steps} steps, "
+            f"batch {args.batch}, patch {args.patch}{', CPU sizes' if args.cpu_sizes else ''}; "
+            f"{args.split} patients; metrics on HU clipped to the window (data range = its width).")
+    lines = [head, ""]
     for w in WINDOWS:
         lines.append(f"**{w} window** — PSNR (dB) / SSIM / RMSE (HU)")
         lines.append("")

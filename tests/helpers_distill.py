@@ -3,6 +3,7 @@ tiny teacher / student trained with the real methods on a real (CPU) Fabric."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,14 @@ def save_run(run_dir: Path, method: Any, method_name: str, args: dict[str, Any],
 def weights_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     module = getattr(module, "module", module)
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@functools.cache
+def simulated_abdomen(shared_data: Path) -> tuple[Any, Pairs]:
+    """The abdomen series (Volume) and 6 of its slices with low dose simulated at 10 % and 70 % (computed
+    once per test session: both distillation test files use it)."""
+    from ldct.io import read_volume
+
+    vol = read_volume(shared_data / "abdomen_dicom")
+    nd = vol.data[0:18:3]
+    return vol, Pairs(nd, {d: simulate(nd, d, vol.spacing[1], seed=1) for d in TEST_DOSES})

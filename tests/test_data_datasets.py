@@ -54,7 +54,7 @@ def test_paired_folders(pairs, tmp_path):
     b.train.set_epoch(1)
     assert not torch.equal(b.train[5]["nd"], item["nd"])
     # whole test slices in HU, and in network range through __getitem__
-    ld, nd, meta = b.test.get_hu(0)
+    _, nd, meta = b.test.get_hu(0)
     assert nd.shape == (1, 160, 160) and meta["patient_id"] == "P3" and meta["dose"] == 0.25
     src = np.load(pairs / "P3" / "full_dose" / "ct.npy")[meta["slice_index"]]
     np.testing.assert_array_equal(nd[0], src)
@@ -124,3 +124,25 @@ def test_fresh_noise_super_resolution_and_neighbours(abdomen, tmp_path):
     assert np.corrcoef(nd_small.ravel(), a["ld"].numpy().ravel())[0, 1] > 0.8
     # neighbouring slices differ from the centre slice (2.5D input)
     assert not torch.equal(a["nd"][0], a["nd"][1])
+
+
+def test_manifest_written_by_ldct_simulate(shared_data, tmp_path):
+    from ldct.cli import main
+    from ldct.data.build import eval_dataset
+
+    src = shared_data / "volumes" / "abdomen_3mm.nii.gz"
+    assert main(["simulate", str(src), "-d", "0.25", "-d", "0.5", "-o", str(tmp_path / "sim"), "--mode", "gaussian",
+                 "--seed", "3"]) == 0
+    b = build_datasets({"root": str(tmp_path / "sim"), "patch_size": 32, "split": {"val": 0, "test": 0},
+                        "doses": [0.5]}, run_dir=tmp_path / "run", progress=False)
+    assert b.summary["kind"] == "manifest" and b.summary["train_doses"] == [0.25, 0.5]
+    assert b.split["train"] == ["abdomen_3mm"] and b.summary["slices"]["train"] > 100
+    assert not (tmp_path / "run" / "cache" / "sim").exists()  # nothing simulated: pairs come from disk
+    ds, _ = eval_dataset({"root": str(tmp_path / "sim"), "doses": [0.5]}, cache_dir=tmp_path / "run" / "cache")
+    assert ds.doses == [0.5]
+    ld, nd, meta = ds.get_hu(40)
+    k = meta["slice_index"]
+    np.testing.assert_array_equal(ld[0], read_volume(tmp_path / "sim" / "ld_0.5.nii.gz").data[k])
+    np.testing.assert_array_equal(nd[0], read_volume(src).data[k])
+    item = b.train[0]
+    assert float(item["dose"]) in (0.25, 0.5) and item["ld"].shape == (1, 32, 32)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ldct.data.patches import (apply_crop, augment_pair, body_mask, check_size, dihedral, sample_crop,
-                               uniform_crop)
+from ldct.data.patches import (
+    apply_crop,
+    augment_pair,
+    body_mask,
+    check_size,
+    dihedral,
+    sample_crop,
+    uniform_crop,
+)
 from ldct.errors import LdctError
 from ldct.io import read_volume
 

@@ -11,13 +11,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_distill import (
+    TEST_DOSES,
+    TINY_RESNET,
+    Pairs,
+    build,
+    save_run,
+    simulate,
+    simulated_abdomen,
+    train,
+    weights_of,
+)
 
 import ldct.methods  # noqa: F401  (registers the methods)
 from ldct.engine.checkpoint import export_model, load_checkpoint
 from ldct.errors import LdctError
 from ldct.hu import hu_to_net, net_to_hu
-from ldct.io import read_volume
-from helpers_distill import TEST_DOSES, TINY_RESNET, Pairs, build, save_run, simulate, train, weights_of
 
 SOFT = (-160.0, 240.0)  # soft-tissue metric window (HU)
 CROP = 32
@@ -25,10 +34,8 @@ CROP = 32
 
 @pytest.fixture(scope="module")
 def abdomen(shared_data) -> Pairs:
-    """Training patient: 8 slices of the abdomen series, low dose simulated at 10 % and 70 %."""
-    vol = read_volume(shared_data / "abdomen_dicom")
-    nd = vol.data[0:16:2]
-    return Pairs(nd, {d: simulate(nd, d, vol.spacing[1], seed=1) for d in TEST_DOSES})
+    """Training patient: 6 slices of the abdomen series, low dose simulated at 10 % and 70 %."""
+    return simulated_abdomen(shared_data)[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +59,11 @@ def teacher_run(abdomen, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def student(abdomen, teacher_run):
-    """(method before training: weights, method after 150 steps on mixed 10 %/70 % batches)."""
+    """(weights before training, method after 200 steps on batches mixing 10 % and 70 % crops)."""
     torch.manual_seed(0)
-    s = build("distill", {"teacher": str(teacher_run), "lr": 5e-3})
+    s = build("distill", {"teacher": str(teacher_run), "lr": 2e-3})
     before = {"student": weights_of(s.nets["student"]), "teacher": weights_of(s.nets["teacher"])}
-    train(s, abdomen, 150, size=CROP, doses=list(TEST_DOSES), seed=1)
+    train(s, abdomen, 200, size=CROP, doses=list(TEST_DOSES), seed=1)
     s.train(False)
     return before, s
 
@@ -99,16 +106,18 @@ def test_conditioned_student_starts_as_the_teacher_and_dose_then_matters(teacher
 
 
 def test_wrong_dose_is_measurably_worse_on_a_held_out_patient(student, mayo):
-    """Batches mix both doses, so every step pushes the two dose modulations apart toward what each dose
-    needs (stronger denoising at 10 %, lighter at 70 %); telling the model the other dose must then cost
-    accuracy. Same inputs at both dose values, so the comparison is paired."""
+    """The training signal that makes this hold: every batch mixes 10 % and 70 % crops (a dose per
+    sample), so each step's gradient pushes the two dose modulations apart toward what each dose needs
+    (strong smoothing at 10 %, almost none at 70 %), and the tiny encoder (7x7 receptive field) cannot
+    tell the two noise levels apart from the pixels alone - the dose input is its only reliable cue.
+    Evaluated on another patient and scanner; the same inputs at both dose values (paired)."""
     _, s = student
     for true, wrong in ((0.1, 0.7), (0.7, 0.1)):
         batch = mayo.crops(32, 64, np.random.default_rng(7), [true])
         with torch.no_grad():
             right_err = _soft_rmse(s.predict(batch["ld"], torch.full((32,), true)), batch["nd"])
             wrong_err = _soft_rmse(s.predict(batch["ld"], torch.full((32,), wrong)), batch["nd"])
-        assert wrong_err > 1.03 * right_err, (true, right_err, wrong_err)
+        assert wrong_err > 1.05 * right_err, (true, right_err, wrong_err)
 
 
 def test_ablation_ignores_the_dose_and_decoder_finetuning_is_opt_in(teacher_run, abdomen):

@@ -11,9 +11,9 @@ import signal
 
 import pytest
 import torch
+from helpers_engine import bundle, tiny_recipe
 from safetensors.torch import load_file, save_file
 
-from helpers_engine import bundle, tiny_recipe
 from ldct.engine.checkpoint import export_model, load_checkpoint, load_train_state
 from ldct.engine.loop import TrainingDiverged, TrainingInterrupted, train
 from ldct.engine.validate import validate
@@ -191,7 +191,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shared_data
     assert "NaN/Inf at step 9" in msg and "step_0000008" in msg
     ckpts = run / "checkpoints"
     assert (ckpts / "last").read_text().strip() == "step_0000008"
-    assert sorted(p.name for p in ckpts.glob("step_*"))[-1] == "step_0000008"
+    assert max(p.name for p in ckpts.glob("step_*")) == "step_0000008"
     method, meta = load_checkpoint(ckpts / "step_0000008")
     assert meta["step"] == 8
     assert all(torch.isfinite(v).all() for v in method.weights().values())

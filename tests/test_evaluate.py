@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_data_datasets import make_pairs
 from torch import nn
 
 from ldct.baselines import gaussian_filter_hu
 from ldct.data import build_datasets
 from ldct.evaluation import evaluate, summary_table, write_results
 from ldct.metrics import compute_metrics
-
-from test_data_datasets import make_pairs
 
 
 class Identity(nn.Module):
@@ -128,7 +127,7 @@ def test_evaluate_command_on_a_trained_run(shared_data, tmp_path, capsys):
     full = np.load(pairs / "P3" / "full_dose" / "ct.npy")
     quarter = np.load(pairs / "P3" / "quarter_dose" / "ct.npy")
     expect = np.mean([compute_metrics(quarter[k], full[k])["psnr_soft_tissue"] for k in range(len(full))])
-    low = [r for r in js["summary"] if r["method"] == "low-dose"][0]
+    low = next(r for r in js["summary"] if r["method"] == "low-dose")
     assert low["psnr_soft_tissue"] == pytest.approx(expect, rel=1e-9) and low["n"] == 3
     with open(ev / "per_slice.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3 * 3 + 1

@@ -24,11 +24,9 @@ def test_srresnet_published_size_and_residual_mode(shared_data):
     full = NETWORKS.build("srresnet")
     assert len(full.blocks) == 16 and len(full.upsample) == 2  # 16 residual blocks, two x2 pixel shuffles
     net = NETWORKS.build("srresnet", channels=8, num_blocks=2, scale=4, residual=True)
-    torch.nn.init.zeros_(net.tail.weight)
-    torch.nn.init.zeros_(net.tail.bias)
     x = ct_batch(shared_data, size=64)["ld"][:, :, :16, :16]
     bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic")
-    assert torch.allclose(net(x), bicubic)  # with a zero last layer: exactly the bicubic upsampling
+    assert torch.allclose(net(x), bicubic)  # untrained (zero last layer): exactly the bicubic upsampling
     with pytest.raises(ValueError, match="scale"):
         NETWORKS.build("srresnet", scale=3)
 
@@ -40,6 +38,8 @@ def test_wgan_generator_keeps_size_and_has_eight_layers(shared_data):
     assert [c.out_channels for c in convs] == [32] * 7 + [1]
     x = ct_batch(shared_data, size=64)["ld"][:, :, :37, :50]
     assert net(x).shape == x.shape
+    residual = NETWORKS.build("wgan_generator", residual=True)
+    assert torch.equal(residual(x), x)  # untrained residual net: the identity
 
 
 @pytest.mark.parametrize("name", ["wgan_critic", "srgan_discriminator"])

@@ -124,6 +124,20 @@ def test_streaming_batches_and_memmap(model, noisy_crop, tmp_path):
     np.testing.assert_allclose(single, b[1], atol=1e-3)
 
 
+def test_neighbouring_slices_as_channels(noisy_crop):
+    """A 2.5D network (3 input channels = slices k-1, k, k+1; the ends repeat the edge slice)."""
+    torch.manual_seed(0)
+    net = build_network({"name": "dncnn", "in_channels": 3, "depth": 3, "width": 8, "batch_norm": False})
+    _, ld = noisy_crop
+    vol = np.stack([ld[0], ld[1], ld[0][::-1].copy()])[:, :64, :96]
+    out = predict_volume(net, vol, window=DEFAULT_NET_WINDOW, channels=3, batch_size=2)
+    for k, idx in enumerate(([0, 0, 1], [0, 1, 2], [1, 2, 2])):
+        with torch.no_grad():
+            y = net(hu_to_net(torch.from_numpy(vol[idx][None]), DEFAULT_NET_WINDOW))[0, 1]
+        excess = vol[k] - np.clip(vol[k], -1000, 1000)  # bone above the window, added back
+        np.testing.assert_allclose(out[k], net_to_hu(y, DEFAULT_NET_WINDOW).numpy() + excess, atol=0.02)
+
+
 def test_super_resolution_scale(noisy_crop):
     torch.manual_seed(0)
     net = build_network({"name": "srresnet", "scale": 2, "num_blocks": 1, "channels": 8, "residual": True})

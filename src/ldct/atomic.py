@@ -24,6 +24,14 @@ def _check_target(path: Path, overwrite: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _os_reason(exc: OSError) -> str:
+    """One line saying why a write failed (libraries such as pydicom re-raise with a traceback inside)."""
+    if exc.strerror:
+        return str(exc.strerror)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it to ``path`` when the block succeeds."""
@@ -37,7 +45,7 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise LdctError(f"could not write output: {exc.strerror or exc}", path) from exc
+        raise LdctError(f"could not write output: {_os_reason(exc)}", path) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -68,7 +76,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(tmp_path, path)
     except OSError as exc:
         shutil.rmtree(tmp_path, ignore_errors=True)
-        raise LdctError(f"could not write output: {exc.strerror or exc}", path) from exc
+        raise LdctError(f"could not write output: {_os_reason(exc)}", path) from exc
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise

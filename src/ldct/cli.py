@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "ldct.commands.report",  # report
     "ldct.commands.train",  # train
     "ldct.commands.evaluate",  # evaluate
+    "ldct.commands.simulate",  # simulate
 ]
 
 
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ldct`` console script."""
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 * 1024 * 1024))
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
+        if isinstance(rv, int):
+            return rv
     except LdctError as exc:
         print(f"ldct: error: {exc}", file=sys.stderr)
         return 2

@@ -233,6 +233,7 @@ class LoadedModel:
     dose_conditioned: bool
     scale: int
     meta: dict[str, Any]
+    channels: int = 1  # input channels: 1, or an odd number of neighbouring slices (2.5D)
 
     @property
     def method(self) -> str:
@@ -267,6 +268,7 @@ def load_model(spec: str | None = None) -> LoadedModel:
         dose_conditioned=bool(getattr(method, "dose_conditioned", False)),
         scale=int(getattr(method, "scale", 1) or 1),
         meta=meta,
+        channels=int(meta.get("channels", 1) or 1),
     )
 
 

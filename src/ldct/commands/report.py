@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
 
         if out.suffix.lower() not in (".html", ".htm"):
             raise LdctError("the report is an HTML file: give a path ending in .html", out)
+        if out.exists() and not overwrite:
+            raise LdctError("output already exists (pass --overwrite to replace it)", out)
         if max_slices is not None and max_slices < 1:
             raise LdctError(f"--max-slices {max_slices}: must be at least 1")
         path = build_report(source, out, overwrite=overwrite, max_slices=max_slices)

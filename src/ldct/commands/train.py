@@ -37,13 +37,14 @@ def register(app: typer.Typer) -> None:
                 from ldct.errors import LdctError
 
                 raise LdctError(f"--devices {devices!r}: use a whole number or 'auto'") from None
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
         try:
             run_dir = train(resolved, data=data, out=out, max_steps=max_steps, devices=dev, resume=resume,
                             accelerator=accelerator, precision=precision)
         except TrainingInterrupted as exc:
-            print(f"ldct: {exc}", file=sys.stderr)
-            raise typer.Exit(128 + int(exc.signum)) from None
-        from lightning.fabric.utilities.rank_zero import rank_zero_only
-
+            if getattr(rank_zero_only, "rank", 0) == 0:
+                print(f"ldct: {exc}", file=sys.stderr)
+            raise typer.Exit(128 + int(exc.signum)) from None  # 130 for Ctrl-C, 143 for SIGTERM
         if getattr(rank_zero_only, "rank", 0) == 0:  # DDP: print once
             typer.echo(str(run_dir))

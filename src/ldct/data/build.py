@@ -255,6 +255,13 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     if not root.exists():
         raise LdctError("data path does not exist", root)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache" if run_dir else _tmp_cache(root)
+    rank, world = _dist()
+    if world > 1:  # DDP: every process uses rank 0's cache (other ranks may get run_dir=None)
+        import torch.distributed as dist
+
+        shared = [str(cache_dir)]
+        dist.broadcast_object_list(shared, src=0)
+        cache_dir = Path(shared[0])
     src = load_records(cfg, cache_dir)
     kind, store, records, warnings = src.kind, src.store, src.records, src.warnings
     scans, manifest, ld_store, ld_records = src.scans, src.manifest, src.ld_store, src.ld_records
@@ -299,7 +306,13 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
         if kind == "simulated" and cfg.precompute:
             todo = [(r, d) for r in by_part["train"] for d in ([] if fresh else train_doses)]
             todo += list(val.items)
-            precompute(store, todo, channels=cfg.channels, progress=progress)
+            owner = {i: k % world for k, i in enumerate(dict.fromkeys(id(r) for r, _ in todo))}
+            mine = [(r, d) for r, d in todo if owner[id(r)] == rank]  # a slice's doses in one process
+            precompute(store, mine, channels=cfg.channels, progress=progress and rank == 0)
+            if world > 1:  # each process simulated its share; wait until the cache is complete
+                import torch.distributed as dist
+
+                dist.barrier()
     if not split.val:
         warnings.append("no validation patient (data.split.val)")
     if not split.test:
@@ -321,6 +334,18 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     if run_dir is not None:
         write_split(split, run_dir, {"data_root": str(root), "patients": summary["patients"]})
     return DataBundle(train, val, test, summary["split"], summary, cfg, split, by_part)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except (ImportError, RuntimeError):
+        pass
+    return 0, 1
 
 
 def _tmp_cache(root: Path) -> Path:

@@ -267,7 +267,7 @@ def _check_sim_keys(sim: Mapping[str, Any], source: str | None) -> None:
     try:
         import inspect
 
-        from ldct.simulate.pipeline import simulate_low_dose
+        from ldct.simulate import simulate_low_dose
     except ImportError:  # simulator not installed in this build: nothing to check against
         return
     params = inspect.signature(simulate_low_dose).parameters

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ldct.errors import LdctError
-from ldct.hu import DEFAULT_NET_WINDOW, Window, hu_to_net
 from ldct.data.patches import apply_crop, augment_pair, body_mask, check_size, sample_crop
 from ldct.data.store import SliceRecord, SliceStore
+from ldct.errors import LdctError
+from ldct.hu import DEFAULT_NET_WINDOW, Window, hu_to_net
 
 
 def _meta(rec: SliceRecord) -> dict[str, Any]:

@@ -40,10 +40,10 @@ SKIP_SUFFIXES = {".json", ".csv", ".txt", ".md", ".yaml", ".yml", ".py", ".png",
                  ".mat", ".h5", ".hdf5", ".mha", ".mhd", ".nrrd", ".bmp", ".svg"}
 _KNOWN_ID = re.compile(r"(?<![A-Za-z0-9])([LCN]\d{3})(?![0-9])")
 _SLICE_NUM = re.compile(r"^(.*?)[_\-.]?(\d+)$")
-_KERNEL = re.compile(r"(?<![A-Za-z])(sharp|smooth|soft|standard|bone|lung)(?![A-Za-z])", re.I)
-_ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.I)
+_KERNEL = re.compile(r"(?<![A-Za-z])(sharp|smooth|soft|standard|bone|lung)(?![A-Za-z])", re.IGNORECASE)
+_ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.IGNORECASE)
 _LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|ldct|low|half|tenth)"
-                        r"(?![A-Za-z])", re.I)
+                        r"(?![A-Za-z])", re.IGNORECASE)
 _DOSE_FROM_TOKEN = {"quarter": 0.25, "qd": 0.25, "half": 0.5, "tenth": 0.1}
 
 

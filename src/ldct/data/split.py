@@ -71,7 +71,7 @@ def _pick(spec: Any, pool: list[str], all_ids: list[str], part: str, source: str
         return ids
     n_all = len(all_ids)
     if isinstance(spec, float) and spec < 1:
-        n = int(round(spec * n_all))
+        n = round(spec * n_all)
         if spec > 0 and n == 0 and n_all >= 3:
             n = 1  # a held-out set exists whenever there are enough patients for one
     else:

@@ -179,7 +179,7 @@ class SliceStore:
     def _down(self, img: np.ndarray) -> np.ndarray:
         if self.downsample == 1:
             return img
-        from ldct.simulate.resample import downsample
+        from ldct.simulate import downsample
 
         return np.asarray(downsample(img, self.downsample, method="area"), dtype=np.float32)
 
@@ -216,7 +216,7 @@ class SliceStore:
         kw = dict(self.sim)
         geometry = kw.pop("geometry", None)
         if isinstance(geometry, dict):
-            from ldct.simulate.geometry import FanBeamGeometry
+            from ldct.simulate import FanBeamGeometry
 
             kw["geometry"] = FanBeamGeometry(**geometry)
         elif geometry is not None:
@@ -229,7 +229,7 @@ class SliceStore:
         The noise level is set per volume (``volume_noise``): the flux I0 calibrated once on the whole scan
         (projection mode) or the scan's measured noise (image modes), unless ``sim`` gives it.
         """
-        from ldct.simulate.pipeline import simulate_doses
+        from ldct.simulate import simulate_doses
 
         nd = self.read(loc)
         kw = {**self._sim_kwargs(), **self.volume_noise(loc.volume, spacing)}
@@ -263,14 +263,13 @@ class SliceStore:
         kw = self._sim_kwargs()
         try:
             if mode == "projection":
-                from ldct.simulate.calibrate import calibrate_i0
-                from ldct.simulate.geometry import default_geometry
+                from ldct.simulate import calibrate_i0, default_geometry
 
                 geom = kw.get("geometry") or default_geometry(vol.shape[1:], spacing)
                 extra = {k: kw[k] for k in ("filter", "view_merge", "variance_downsample", "mu_water") if k in kw}
                 value = calibrate_i0(vol, spacing, geom, seed=0, device=kw.get("device", "cpu"), **extra).i0
             else:
-                from ldct.simulate.pipeline import simulate_doses
+                from ldct.simulate import simulate_doses
 
                 res = simulate_doses(vol, [0.5], pixel_spacing_mm=spacing, mode=mode, seed=0)
                 value = float(res.parameters["noise_sigma"])

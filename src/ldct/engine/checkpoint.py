@@ -235,9 +235,10 @@ def load_checkpoint(path: str | Path, *, inference_only: bool | None = None, pre
         method = InferenceModel.from_meta(meta, weights_path)
     else:
         method = _build_method(meta, weights_path)
+    if inference_only:  # a full checkpoint also holds the other networks (critic, teacher, ...)
+        tensors = {k: v for k, v in tensors.items() if k.startswith(method.inference_net + ".")}
     try:
-        method.load_weights(tensors, strict=True) if not inference_only else method.load_weights(
-            {k: v for k, v in tensors.items() if k.startswith(method.inference_net + ".")}, strict=True)
+        method.load_weights(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[:3])

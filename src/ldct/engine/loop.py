@@ -20,12 +20,13 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ldct.atomic import atomic_file
 from ldct.engine import checkpoint as ckpt
@@ -101,9 +102,10 @@ def train(
     _check_devices(tcfg)
     _check_run_dir(run_dir, resume)
 
+    # DDP on parameters with a size-1 dimension (1-channel input convs): harmless, but printed every step
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     fabric = _make_fabric(tcfg)
     fabric.launch()
-    rank0 = fabric.is_global_zero
     _check_run_dir(run_dir, resume)  # on every process, before anything is written
     if resume:
         _check_same_recipe(run_dir, recipe)
@@ -122,17 +124,12 @@ def train(
 
 
 def _build_datasets(fabric: Any, data_cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Any:
-    """Rank 0 builds first (it simulates and caches the low dose, writes split.json); the others then
-    read the cache instead of simulating the same slices again."""
+    """Every process builds the datasets together (``ldct.data`` shares the low-dose simulation work
+    between the processes of a DDP run); rank 0 writes ``split.json`` into the run folder."""
     from ldct.data import build_datasets
 
-    bundle = None
-    if fabric.is_global_zero:
-        bundle = build_datasets(dict(data_cfg), run_dir=run_dir, seed=seed)
-    fabric.barrier()
-    if bundle is None:
-        bundle = build_datasets(dict(data_cfg), run_dir=run_dir, seed=seed, progress=False)
-    return bundle
+    rank0 = fabric.is_global_zero
+    return build_datasets(dict(data_cfg), run_dir=run_dir if rank0 else None, seed=seed, progress=rank0)
 
 
 def _check_devices(tcfg: Mapping[str, Any]) -> None:
@@ -215,6 +212,7 @@ class _Run:
     def __init__(self, fabric: Any, method: Any, recipe: dict[str, Any], data: Any, run_dir: Path,
                  on_step: StepHook | None):
         self.fabric, self.method, self.recipe, self.data = fabric, method, recipe, data
+        self.val = data.val if data.val is not None and len(data.val) > 0 else None
         self.run_dir, self.on_step = run_dir, on_step
         self.t = recipe["train"]
         self.rank0 = fabric.is_global_zero
@@ -246,7 +244,9 @@ class _Run:
             worker_init_fn=_ignore_signals if workers > 0 else None,
             generator=torch.Generator().manual_seed(int(self.t["seed"])),  # keeps the global RNG untouched
         )
-        self.loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+        # Not wrapped by fabric.setup_dataloaders: its wrapper re-sets the sampler epoch to the number of
+        # iter() calls, which is wrong after a resume. The engine sets the epoch and moves batches itself.
+        self.loader = loader
 
     # -------------------------------------------------------------------------------------------
     def run(self, resume: bool) -> Path:
@@ -285,6 +285,7 @@ class _Run:
                 self._set_epoch()
                 it = iter(self.loader)
                 batch = next(it)
+            batch = self.fabric.to_device(batch)
             self.method.train(True)
             out = self.method.training_step(batch, self.step)
             scalars = {k: float(v) for k, v in out.items()}
@@ -306,9 +307,9 @@ class _Run:
             progress.update(self.step, {"loss": loss})
             final = self.step == max_steps
             improved = False
-            if self.data.val is not None and (t["val_every"] and self.step % t["val_every"] == 0 or final):
+            if self.val is not None and (t["val_every"] and self.step % t["val_every"] == 0 or final):
                 improved = self._validate(progress)
-            if self.data.val is not None and (t["sample_every"] and self.step % t["sample_every"] == 0 or final):
+            if self.val is not None and (t["sample_every"] and self.step % t["sample_every"] == 0 or final):
                 self._samples()
             periodic = bool(t["ckpt_every"]) and self.step % t["ckpt_every"] == 0
             if periodic or final or stop or improved:
@@ -317,7 +318,7 @@ class _Run:
                 raise TrainingInterrupted(self._last_ckpt, self.step, self._stop_signal or signal.SIGTERM)
             if self.on_step is not None:
                 self.on_step(self.step)
-        if self.rank0 and self.data.val is None:
+        if self.rank0 and self.val is None:
             self._figures()
 
     # ------------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ class _Run:
     def _validate(self, progress: runlog.TrainProgress) -> bool:
         improved = False
         if self.rank0:
-            metrics, _ = validate(self.method, self.data.val, fabric=self.fabric, window=self.window,
+            metrics, _ = validate(self.method, self.val, fabric=self.fabric, window=self.window,
                                   input_metrics=not any(k.startswith("val/input_") for k in self.metrics))
             self.metrics.update(metrics)
             self._log(metrics)
@@ -366,7 +367,7 @@ class _Run:
 
     def _samples(self) -> None:
         if self.rank0 and self.t["sample_slices"]:
-            _, samples = validate(self.method, self.data.val, fabric=self.fabric, window=self.window,
+            _, samples = validate(self.method, self.val, fabric=self.fabric, window=self.window,
                                   max_slices=self.t["sample_slices"], keep_samples=self.t["sample_slices"],
                                   input_metrics=False)
             if samples:
@@ -412,10 +413,11 @@ class _Run:
 
     def _save(self, best: bool = False) -> None:
         state = self._train_state()  # collective on every process
+        self._last_ckpt = self.run_dir / "checkpoints" / ckpt.step_name(self.step)
         if self.rank0:
             meta = ckpt.make_meta(self.method, self.recipe, step=self.step, metrics=self.metrics,
                                   data_summary=self.data.summary)
-            self._last_ckpt = ckpt.save_checkpoint(self.run_dir, self.method, meta, state)
+            ckpt.save_checkpoint(self.run_dir, self.method, meta, state)
             if best:
                 ckpt.write_pointer(self.run_dir / "checkpoints", "best", self._last_ckpt.name)
             ckpt.prune_checkpoints(self.run_dir, int(self.t["keep_checkpoints"]))

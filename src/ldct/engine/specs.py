@@ -137,7 +137,7 @@ def check_spec(registry: Any, spec: Any, where: str, path: Any = None) -> dict[s
 
 
 def _registries() -> tuple[Any, Any]:
-    import ldct.losses  # noqa: F401  (registers losses)
+    import ldct.losses
     import ldct.models  # noqa: F401  (registers networks)
     from ldct.losses.registry import LOSSES
     from ldct.models.registry import NETWORKS

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 def capture_rng() -> dict[str, torch.Tensor]:
     """This process's Python, NumPy, torch (CPU and CUDA) generator states, as tensors."""
     version, py_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    _, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     out = {
         "python": torch.tensor([version, *py_state], dtype=torch.int64),
         "python_gauss": torch.tensor([0.0 if gauss is None else 1.0, gauss or 0.0], dtype=torch.float64),

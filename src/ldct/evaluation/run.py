@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
 from ldct.errors import LdctError
 from ldct.evaluation.core import EvalResults, evaluate
 from ldct.evaluation.report import write_results

@@ -222,7 +222,8 @@ def denoise_path(
     t0 = time.perf_counter()
     data = predict_volume(
         model.module, vol.data, window=model.window, dose=used_dose, batch_size=batch_size, tile=tile,
-        overlap=overlap, device=dev, precision=precision, scale=model.scale, progress=progress,
+        overlap=overlap, device=dev, precision=precision, scale=model.scale, channels=model.channels,
+        progress=progress,
     )
     seconds = time.perf_counter() - t0
     result_vol = output_volume(vol, data, model.scale, model)

@@ -73,11 +73,12 @@ def iter_predict(
     device: str | torch.device = "cpu",
     precision: str = "32",
     scale: int = 1,
+    channels: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Denoise ``hu`` batch by batch.
 
     Args:
-        module: ``forward(x, dose=None)`` network (B, 1, H, W) -> (B, 1, H*scale, W*scale), network range.
+        module: ``forward(x, dose=None)`` network (B, C, H, W) -> (B, C', H*scale, W*scale), network range.
             Plain ``forward(x)`` networks work when ``dose`` is None.
         hu: (z, y, x) or (y, x) HU array (a numpy memmap works: slices are read batch by batch).
         window: the network's HU window (``hu_to_net``/``net_to_hu``).
@@ -85,6 +86,8 @@ def iter_predict(
         batch_size: slices per forward pass; tile/overlap: tiled inference (see ``ldct.infer.tiling``).
         device: torch device or 'auto'/'cpu'/'cuda'; precision: '32', 'bf16' or '16' (autocast, CUDA only).
         scale: the network's output/input size ratio.
+        channels: input channels of the network: 1, or an odd number of neighbouring slices (2.5D, edge
+            slices repeated at the volume's ends); the output's centre channel is the denoised slice.
     Yields:
         ``(start, out)``: index of the first slice of the batch and (b, y*scale, x*scale) float32 HU.
     """
@@ -92,6 +95,8 @@ def iter_predict(
         raise LdctError(f"--batch-size {batch_size}: must be at least 1")
     if tile is not None:
         check_tiling(tile, overlap)
+    if channels < 1 or channels % 2 == 0:
+        raise ValueError(f"channels must be 1 or an odd number of neighbouring slices, got {channels}")
     arr = hu[None] if hu.ndim == 2 else hu
     if arr.ndim != 3:
         raise LdctError(f"expected a (z, y, x) HU volume, got shape {tuple(hu.shape)}")
@@ -100,12 +105,19 @@ def iter_predict(
     z = arr.shape[0]
     with torch.inference_mode():
         for start in range(0, z, batch_size):
-            x = torch.from_numpy(np.array(arr[start : start + batch_size], dtype=np.float32))  # a copy: inputs stay read-only
-            x = x.to(dev, non_blocking=True).unsqueeze(1)  # (b, 1, y, x) HU
-            if not bool(torch.isfinite(x).all()):
-                raise LdctError(f"input slices {start}..{start + x.shape[0] - 1} contain NaN or infinite values")
-            d = None if dose is None else torch.full((x.shape[0],), float(dose), device=dev)
-            net_in = hu_to_net(x, window)
+            stop = min(start + batch_size, z)
+            if channels == 1:  # np.array copies: the input array is never written to
+                stack = np.array(arr[start:stop], dtype=np.float32)[:, None]
+            else:
+                ks = np.arange(start, stop)[:, None] + np.arange(channels) - channels // 2
+                stack = np.array(arr[np.clip(ks, 0, z - 1).ravel()], dtype=np.float32)
+                stack = stack.reshape(stop - start, channels, *arr.shape[1:])
+            xs = torch.from_numpy(stack).to(dev, non_blocking=True)  # (b, C, y, x) HU
+            if not bool(torch.isfinite(xs).all()):
+                raise LdctError(f"input slices {start}..{stop - 1} contain NaN or infinite values")
+            x = xs[:, channels // 2 : channels // 2 + 1]  # (b, 1, y, x): the slices being denoised
+            d = None if dose is None else torch.full((xs.shape[0],), float(dose), device=dev)
+            net_in = hu_to_net(xs, window)
 
             def fn(t: torch.Tensor) -> torch.Tensor:
                 with _autocast(dev, precision):
@@ -119,6 +131,8 @@ def iter_predict(
                 raise RuntimeError(
                     f"network output {tuple(y.shape)} does not match the input {tuple(x.shape)} at scale {scale}"
                 )
+            if y.shape[1] > 1:
+                y = y[:, y.shape[1] // 2 : y.shape[1] // 2 + 1]
             out = net_to_hu(y, window) + excess
             yield start, out[:, 0].float().cpu().numpy()
 
@@ -135,6 +149,7 @@ def predict_volume(
     device: str | torch.device = "cpu",
     precision: str = "32",
     scale: int = 1,
+    channels: int = 1,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Denoise a (z, y, x) (or (y, x)) HU volume; returns float32 HU of shape (z, y*scale, x*scale).
@@ -147,7 +162,7 @@ def predict_volume(
     out = np.empty((z, h * scale, w * scale), dtype=np.float32)
     for start, batch in iter_predict(
         module, arr, window=window, dose=dose, batch_size=batch_size, tile=tile, overlap=overlap,
-        device=device, precision=precision, scale=scale,
+        device=device, precision=precision, scale=scale, channels=channels,
     ):
         out[start : start + len(batch)] = batch
         if progress is not None:

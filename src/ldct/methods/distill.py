@@ -26,7 +26,6 @@ Two methods, trained one after the other:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -81,7 +80,7 @@ class DistillTeacher(_FrozenSetup, Method):
 
     def __init__(
         self,
-        net: NetSpec = DEFAULT_FAMILY,  # noqa: B006  (read-only default, copied by the engine)
+        net: NetSpec = DEFAULT_FAMILY,
         skips: bool | None = None,
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.9, 0.999),

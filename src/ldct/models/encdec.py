@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ldct.errors import LdctError
 from ldct.models.autoencoder import AutoEncoder
 from ldct.models.common import crop_to, pad_to_multiple
 from ldct.models.dose import DoseMLP
@@ -73,7 +74,8 @@ class EncoderDecoder(nn.Module):
         self.family = dict(self.net.ldct_spec)  # resolved spec, all keyword arguments
         for half in ("encode", "decode"):
             if not callable(getattr(self.net, half, None)):
-                raise ValueError(f"encdec: network {self.family['name']!r} has no {half}() half")
+                raise LdctError(f"family: network {self.family['name']!r} has no {half}() half; use one of "
+                                "autoencoder, nafnet, resnet, unet")
         self.skips = self.family["name"] in SKIP_FAMILIES if skips is None else bool(skips)
         self.dose_conditioned = bool(dose_conditioned)
         channels = list(getattr(self.net, "encoder_channels", []))

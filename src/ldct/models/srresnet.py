@@ -4,7 +4,8 @@ conv 9x9 + PReLU -> ``num_blocks`` residual blocks (conv3-BN-PReLU-conv3-BN + sk
 -> log2(scale) pixel-shuffle x2 stages (conv3 to 4C, PixelShuffle(2), PReLU) -> conv 9x9 to the output.
 The published net ends in tanh; ldct's range is [-1, 1] but outputs are left linear so the HU window
 edges are reachable. ``residual=True`` adds the bicubic upsampling of the input to the output (the net
-then learns the detail and the noise removal only), which converges much faster on short CPU runs.
+then learns the detail and the noise removal only; the last layer starts at zero, so the untrained net
+is bicubic upsampling), which converges much faster on short CPU runs.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class SRResNet(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(*[UpsampleX2(channels) for _ in range(scale.bit_length() - 1)])
         self.tail = nn.Conv2d(channels, out_channels, 9, padding=4)
+        if residual:  # start as bicubic upsampling
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)

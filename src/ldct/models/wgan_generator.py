@@ -2,7 +2,8 @@
 
 No pooling or striding, so any H x W works and the output has the input's size. The published net ends
 with a ReLU (images in [0, 1]); ldct works in [-1, 1], so the last layer is linear. ``residual=True``
-adds the input to the output (the net predicts the noise), which trains much faster on short runs.
+adds the input to the output (the net predicts the noise) and zero-initialises the last layer, so the
+untrained net is the identity; this trains much faster on short runs.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class WGANGenerator(nn.Module):
         layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
         self.residual = residual
+        if residual:  # start as the identity: training only ever improves on the input
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)

@@ -74,6 +74,16 @@ def _num(v: Any) -> float | None:
         return None
 
 
+def _dose(v: Any) -> str:
+    d = _num(v)
+    return f"{d:g}" if d is not None else str(v)
+
+
+def _int(v: Any) -> int | None:
+    d = _num(v)
+    return int(d) if d is not None else None
+
+
 def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
     """The per-dose table (main columns) and a table of every metric."""
     rows = summary.get("summary") or []
@@ -85,7 +95,7 @@ def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
     main = MetricTable(
         title="per-dose metrics (mean over slices)",
         columns=["dose", "method", "n"] + [h for _, h, _ in cols],
-        rows=[[_num(r.get("dose")), str(r.get("method")), _num(r.get("n"))] + [_num(r.get(k)) for k, _, _ in cols]
+        rows=[[_dose(r.get("dose")), str(r.get("method")), _int(r.get("n"))] + [_num(r.get(k)) for k, _, _ in cols]
               for r in rows],
         note=("PSNR/SSIM/RMSE against the normal dose, both clipped to the named HU window with data_range = "
               f"window width ({wnote}). Gain: PSNR minus the low-dose input's on the same slices. Bold: best "
@@ -96,8 +106,8 @@ def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
     skip = {"dose", "method", "n", "patients"}
     every = sorted({k for r in rows for k in r if k not in skip})
     full = MetricTable(title="every metric", columns=["dose", "method"] + every,
-                       rows=[[_num(r.get("dose")), str(r.get("method"))] + [_num(r.get(k)) for k in every]
-                             for r in rows])
+                       rows=[[_dose(r.get("dose")), str(r.get("method"))] + [_num(r.get(k)) for k in every]
+                             for r in rows], collapsed=True)
     return [main, full]
 
 
@@ -124,7 +134,7 @@ def _eval_into(data: ReportData, ev: Path, label: str = "") -> None:
             data.cases.append(case)
 
 
-def _run_into(data: ReportData, run: Path) -> None:
+def _run_facts(data: ReportData, run: Path) -> None:
     from ldct.engine.logging import read_history
 
     cfg = run / "config.yaml"
@@ -146,22 +156,49 @@ def _run_into(data: ReportData, run: Path) -> None:
                                                                                   "patch_size") if k in train)))
         dsec = recipe.get("data") or {}
         if dsec:
-            data.facts.append(("data", ", ".join(f"{k}={dsec[k]}" for k in ("root", "doses", "hu_window",
-                                                                              "mode") if k in dsec)))
-    ckpts = run / "checkpoints"
+            data.facts.append(("training data", ", ".join(f"{k}={dsec[k]}" for k in ("root", "kind", "doses",
+                                                                                       "hu_window") if k in dsec)))
     for which in ("best", "last"):
-        ptr = ckpts / which
-        if ptr.is_file() and (ckpts / ptr.read_text().strip() / "meta.json").is_file():
-            meta = _read_json(ckpts / ptr.read_text().strip() / "meta.json")
+        meta = _checkpoint_meta(run, which)
+        if meta:
             data.facts.append((f"{which} checkpoint", f"step {meta.get('step')}"))
-            metrics = meta.get("metrics") or {}
-            if metrics and which == "best":
-                keys = sorted(metrics)
-                data.tables.append(MetricTable(
-                    title=f"validation metrics at the best checkpoint (step {meta.get('step')})",
-                    columns=keys, rows=[[_num(metrics[k]) for k in keys]],
-                    note="computed during training on the validation patients"))
     data.figures.extend(training_figures(read_history(run / "logs" / "csv" / "metrics.csv")))
+
+
+def _checkpoint_meta(run: Path, which: str) -> dict[str, Any]:
+    ptr = run / "checkpoints" / which
+    if not ptr.is_file():
+        return {}
+    meta = run / "checkpoints" / ptr.read_text().strip() / "meta.json"
+    return _read_json(meta) if meta.is_file() else {}
+
+
+def validation_table(metrics: dict[str, Any], step: Any) -> MetricTable | None:
+    """Validation scalars ``val/[input_]<metric>_<window>`` as one row per window."""
+    rows: dict[str, dict[str, float | None]] = {}
+    names = ("psnr", "ssim", "rmse", "mse")
+    for key, value in metrics.items():
+        k = key.split("/", 1)[-1]
+        src = "input" if k.startswith("input_") else "model"
+        k = k.removeprefix("input_")
+        metric, _, window = k.partition("_")
+        if metric in names and window:
+            rows.setdefault(window, {})[f"{metric} ({'low dose' if src == 'input' else 'model'})"] = _num(value)
+    if not rows:
+        return None
+    cols = [f"{m} ({s})" for m in names for s in ("model", "low dose") if any(f"{m} ({s})" in r for r in
+                                                                            rows.values())]
+    return MetricTable(
+        title=f"validation metrics at the best checkpoint (step {step})", columns=["window"] + cols,
+        rows=[[w] + [r.get(c) for c in cols] for w, r in rows.items()],
+        note="computed during training on the validation patients (simulated low dose)")
+
+
+def _run_tables(data: ReportData, run: Path) -> None:
+    meta = _checkpoint_meta(run, "best") or _checkpoint_meta(run, "last")
+    table = validation_table(meta.get("metrics") or {}, meta.get("step")) if meta else None
+    if table is not None:
+        data.tables.append(table)
 
 
 def collect(path: str | Path) -> ReportData:
@@ -174,10 +211,11 @@ def collect(path: str | Path) -> ReportData:
         run = _read_json(p / "summary.json").get("run_dir")
         _eval_into(data, p)
         if run and is_run_dir(Path(run)):
-            _run_into(data, Path(run))
+            _run_facts(data, Path(run))
+            _run_tables(data, Path(run))
         return data
     if is_run_dir(p):
-        _run_into(data, p)
+        _run_facts(data, p)
         evals = sorted(q for q in p.iterdir() if q.is_dir() and is_eval_dir(q))
         for ev in evals:
             _eval_into(data, ev, label=ev.name if len(evals) > 1 else "")
@@ -188,6 +226,7 @@ def collect(path: str | Path) -> ReportData:
             if samples:
                 data.figures.append(Figure(f"training samples ({samples[-1].stem})", samples[-1].read_bytes(),
                                            "low dose | output | normal dose | difference"))
+        _run_tables(data, p)
         return data
     raise LdctError("neither a training run folder (config.yaml, checkpoints/) nor an evaluation folder "
                     "(summary.json from `ldct evaluate`)", p)

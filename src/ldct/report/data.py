@@ -22,6 +22,8 @@ class MetricTable:
     better: dict[str, int] = field(default_factory=dict)
     #: column whose value groups rows (e.g. "dose") for picking the best value
     group_by: str | None = None
+    #: rendered folded (``<details>``), for long tables
+    collapsed: bool = False
 
 
 @dataclass

@@ -60,6 +60,19 @@ def metric_vs_dose_figure(rows: list[dict[str, Any]], metrics: list[tuple[str, s
     doses = sorted({_num(r["dose"]) for r in rows})
     fig = MplFigure(figsize=(4.2 * len(metrics), 3.4), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    if len(doses) == 1:  # one dose: bars per method
+        for ax, (col, label) in zip(axes, metrics):
+            stats = []
+            for m in methods:
+                v = np.asarray([_num(r.get(col)) for r in rows if r["method"] == m])
+                v = v[np.isfinite(v)]
+                stats.append((v.mean(), v.std()) if len(v) else (np.nan, 0.0))
+            ax.bar(range(len(methods)), [a for a, _ in stats], yerr=[b for _, b in stats], capsize=3,
+                   color=["#9aa5b8" if m.startswith(("low-dose", "gaussian", "bm3d")) else "#1f6feb" for m in methods])
+            ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=7)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3, axis="y")
+        return Figure(f"metrics at dose {doses[0]:g}", png_bytes(fig), "mean \u00b1 std over slices; grey: baselines")
     for ax, (col, label) in zip(axes, metrics):
         for m in methods:
             xs, ys, es = [], [], []

@@ -106,8 +106,11 @@ def render_table(t: MetricTable) -> str:
             cells.append(f"<td{cls}>{html.escape(_fmt(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    return (f'<h3>{html.escape(t.title)}</h3>{note}<div class="scroll"><table class="metrics">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    table = (f'<div class="scroll"><table class="metrics"><thead><tr>{head}</tr></thead>'
+             f"<tbody>{''.join(body)}</tbody></table></div>")
+    if t.collapsed:
+        return f"<details><summary>{html.escape(t.title)}</summary>{note}{table}</details>"
+    return f"<h3>{html.escape(t.title)}</h3>{note}{table}"
 
 
 def render_viewer(cases: list[ViewerCase]) -> str:

@@ -1,6 +1,6 @@
 // ldct report viewer: raw int16 HU slices (zlib, base64) decoded in the browser and windowed on canvases.
-// State comes from the controls and from the URL hash (#case=0&slice=3&window=bone), so a link (or a
-// headless browser) can open any view. After each render, <body data-rendered="case:slice:window"> and
+// State comes from the controls; the URL hash (#case=0&slice=3&window=bone) operates those controls, so a
+// link (or a headless browser) can open any view. After each render, <body data-rendered="case:slice:window"> and
 // each canvas's data-sum (sum of its grey levels) say what is on screen.
 (function () {
   "use strict";
@@ -16,12 +16,20 @@
   const cache = new Map();
   let generation = 0;
 
-  function parseHash() {
+  // The hash drives the same controls a user would: it selects the case, presses a window button and
+  // moves the slider (an "input" event), so opening #case=0&slice=3&window=bone exercises the UI itself.
+  function applyHash() {
     const h = new URLSearchParams(location.hash.replace(/^#/, ""));
-    if (h.has("case")) state.c = Math.min(Math.max(parseInt(h.get("case"), 10) || 0, 0), D.cases.length - 1);
-    if (h.has("window") && D.windows[h.get("window")]) state.w = h.get("window");
-    const z = D.cases[state.c].slices;
-    if (h.has("slice")) state.k = Math.min(Math.max(parseInt(h.get("slice"), 10) || 0, 0), z - 1);
+    if (h.has("case")) {
+      caseSel.value = String(Math.min(Math.max(parseInt(h.get("case"), 10) || 0, 0), D.cases.length - 1));
+      caseSel.dispatchEvent(new Event("change"));
+    }
+    const btn = winButtons.find((b) => b.dataset.window === h.get("window"));
+    if (btn) btn.click();
+    if (h.has("slice")) {
+      slider.value = String(parseInt(h.get("slice"), 10) || 0); // the range input clamps to [min, max]
+      slider.dispatchEvent(new Event("input"));
+    }
   }
 
   async function inflate(b64) {
@@ -105,13 +113,13 @@
     e.preventDefault();
     render();
   });
-  window.addEventListener("hashchange", () => { parseHash(); setupCase(); render(); });
+  window.addEventListener("hashchange", applyHash);
 
   if (typeof DecompressionStream === "undefined") {
     note.textContent = "This browser cannot decode the embedded images (needs DecompressionStream: Chrome 80+, Firefox 113+, Safari 16.4+).";
     return;
   }
-  parseHash();
   setupCase();
   render();
+  applyHash();
 })();

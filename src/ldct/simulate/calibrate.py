@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from ldct.errors import LdctError
 from ldct.simulate.geometry import FanBeamGeometry
-from ldct.simulate.noise import full_dose_std, slice_generator, standard_normal
+from ldct.simulate.noise import full_dose_std, slice_generator, standard_normal, tube_current_modulation
 from ldct.simulate.physics import MU_WATER_PER_MM, hu_to_mu, line_integrals, noise_image_hu
 
 #: smoothed HU interval counted as soft tissue (fat to enhanced organs)
@@ -101,6 +101,7 @@ def calibrate_i0(
     seed: int | None = None,
     device: str | torch.device = "cpu",
     max_slices: int = 4,
+    tcm: float = 1.0,
 ) -> Calibration:
     """Choose I0 so that the simulated full-dose noise matches the scan's measured noise.
 
@@ -111,6 +112,7 @@ def calibrate_i0(
             simulated noise, so the calibration must use the same values).
         seed: seeds the calibration run (None: fresh entropy; the estimate then varies by ~1 %).
         max_slices: slices used (those with the most homogeneous soft tissue).
+        tcm: tube-current modulation strength, as for the simulation.
     Raises:
         LdctError: too little homogeneous soft tissue to measure the noise (pass an explicit I0).
     """
@@ -127,7 +129,7 @@ def calibrate_i0(
     x = torch.as_tensor(sel, dtype=torch.float32, device=dev)
     p = line_integrals(hu_to_mu(x, mu_water), geometry, pixel_spacing_mm, variance_downsample=variance_downsample)
     gens = [slice_generator(None if seed is None else seed + 7919, k, dev) for k in idx]
-    dp = full_dose_std(p, I0_REF) * standard_normal(tuple(p.shape[1:]), gens, dev)
+    dp = full_dose_std(p, I0_REF * tube_current_modulation(p, tcm)) * standard_normal(tuple(p.shape[1:]), gens, dev)
     noise = noise_image_hu(dp, geometry, sel.shape[1:], pixel_spacing_mm, filter=filter, view_merge=view_merge,
                            mu_water=mu_water).cpu().numpy()
     sigma_ref = noise_level(noise, masks)

@@ -24,7 +24,14 @@ from ldct.errors import LdctError
 from ldct.simulate.calibrate import Calibration, calibrate_i0, choose_slices, noise_level
 from ldct.simulate.geometry import FanBeamGeometry, default_geometry
 from ldct.simulate.image_noise import IMAGE_MODES, image_noise, intensity_range
-from ldct.simulate.noise import DEFAULT_COUNT_FLOOR, DEFAULT_SIGMA_E, low_dose_increment, slice_generator, standard_normal
+from ldct.simulate.noise import (
+    DEFAULT_COUNT_FLOOR,
+    DEFAULT_SIGMA_E,
+    low_dose_increment,
+    slice_generator,
+    standard_normal,
+    tube_current_modulation,
+)
 from ldct.simulate.physics import (
     MU_WATER_PER_MM,
     PADDING_HU,
@@ -135,6 +142,7 @@ def simulate_doses(
     view_merge: int = 4,
     variance_downsample: int = 4,
     noise_sigma: float | None = None,
+    tcm: float = 1.0,
     is_hu: bool = True,
     batch_size: int | None = None,
     calibration_slices: int = 4,
@@ -159,13 +167,13 @@ def simulate_doses(
     warn = _edge_warnings(vol, pixel_spacing_mm, geom)
     params.update(sigma_e=float(sigma_e), filter=filter, geometry=geom.to_dict(), mu_water_per_mm=mu_water,
                   count_floor=count_floor, view_merge=effective_view_merge(geom, view_merge),
-                  variance_downsample=int(variance_downsample))
+                  variance_downsample=int(variance_downsample), tcm=float(tcm))
     todo = [d for d in doses if d < 1.0]
     calib: Calibration | None = None
     if i0 is None and todo:
         calib = calibrate_i0(vol, pixel_spacing_mm, geom, filter=filter, view_merge=view_merge,
                              variance_downsample=variance_downsample, mu_water=mu_water, seed=seed, device=dev,
-                             max_slices=calibration_slices)
+                             max_slices=calibration_slices, tcm=tcm)
         i0 = calib.i0
     elif i0 is not None and not (math.isfinite(i0) and i0 > 0):
         raise LdctError(f"i0 must be a positive photon count, got {i0}")
@@ -177,10 +185,11 @@ def simulate_doses(
         x = torch.as_tensor(vol[b0 : b0 + bs], device=dev)
         p = line_integrals(hu_to_mu(x, mu_water), geom, pixel_spacing_mm, variance_downsample=variance_downsample)
         keep = x < PADDING_HU
+        flux = float(i0) * tube_current_modulation(p, tcm)  # (B, V, 1) photons per reading
         for d in todo:
             gens = [slice_generator(seed, k, dev, _dose_key(d)) for k in range(b0, b0 + x.shape[0])]
             xi = standard_normal(tuple(p.shape[1:]), gens, dev)
-            dp = low_dose_increment(p, d, float(i0), xi, sigma_e=sigma_e, count_floor=count_floor)
+            dp = low_dose_increment(p, d, flux, xi, sigma_e=sigma_e, count_floor=count_floor)
             del xi
             noise = noise_image_hu(dp, geom, shape, pixel_spacing_mm, filter=filter, view_merge=view_merge,
                                    mu_water=mu_water)
@@ -250,6 +259,7 @@ def simulate_low_dose(
     view_merge: int = 4,
     variance_downsample: int = 4,
     noise_sigma: float | None = None,
+    tcm: float = 1.0,
 ) -> np.ndarray:
     """Simulate a low-dose version of normal-dose CT.
 
@@ -272,6 +282,8 @@ def simulate_low_dose(
         variance_downsample: resolution reduction for the line integrals that set the noise variance
             (1 = full resolution).
         noise_sigma: image modes only: full-dose noise std (HU or intensity); None = measured.
+        tcm: angular tube-current modulation strength (1 = flux ~ exp(p_max / 2) per view, 0 = off);
+            ``i0`` is then the mean flux over views.
     Returns:
         float32 array shaped like ``hu``.
     Raises:
@@ -280,5 +292,5 @@ def simulate_low_dose(
     res = simulate_doses(hu, [dose], pixel_spacing_mm=pixel_spacing_mm, mode=mode, i0=i0, sigma_e=sigma_e,
                          filter=filter, seed=seed, geometry=geometry, device=device, mu_water=mu_water,
                          count_floor=count_floor, view_merge=view_merge, variance_downsample=variance_downsample,
-                         noise_sigma=noise_sigma)
+                         noise_sigma=noise_sigma, tcm=tcm)
     return res.low_dose[check_dose(dose)]

@@ -112,25 +112,31 @@ def backproject(
     tau = geom.iso_spacing
     gscale = geom.sid * 2.0 / (tau * d)
     goff = geom.det_offset * 2.0 / d
-    inp = q.permute(1, 0, 2).unsqueeze(2)  # (V, B, 1, D): views batch, slices as channels
-    out = torch.zeros(b, h, w, device=dev, dtype=torch.float32)
-    chunk = max(1, min(v, _CHUNK_ELEMENTS // (h * w * max(b, 2))))
+    # 4-fold symmetry: view beta + k*90deg at pixel p equals view beta at the pixel rotated back, so one
+    # grid serves four views (as channels) and the partial images are rotated back by k * 90 degrees.
+    sym = 4 if (h == w and _quarter_symmetric(angles)) else 1
+    nv = v // sym
+    inp = q.reshape(b, sym, nv, d).permute(2, 0, 1, 3).reshape(nv, b * sym, 1, d)  # (V/sym, B*sym, 1, D)
+    acc = torch.zeros(b * sym, h, w, device=dev, dtype=torch.float32)
+    chunk = max(1, min(nv, _CHUNK_ELEMENTS // (h * w * max(b * sym, 2))))
     grid_buf = torch.zeros(chunk, h, w, 2, device=dev, dtype=torch.float32)  # [..., 1] stays 0 (1-D input)
-    for s0 in range(0, v, chunk):
-        c = cos[s0 : s0 + chunk, None, None]
-        sn = sin[s0 : s0 + chunk, None, None]
+    for s0 in range(0, nv, chunk):
+        c = cos[s0 : min(s0 + chunk, nv), None, None]
+        sn = sin[s0 : min(s0 + chunk, nv), None, None]
         n = c.shape[0]
         grid = grid_buf[:n]
-        # 1 / (distance from the source along the central ray), one full-size pass each
+        # 1 / (distance from the source along the central ray)
         inv = torch.reciprocal_((geom.sid - x * c) - y * sn)
         # normalised detector coordinate (align_corners=False), written into the grid buffer
         torch.mul((y * (c * gscale)) - (x * (sn * gscale)), inv, out=grid[..., 0])
         if goff:
             grid[..., 0] -= goff
         vals = F.grid_sample(inp[s0 : s0 + n], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        inv.square_()
-        for i in range(n):
-            out.addcmul_(vals[i], inv[i])
+        acc += torch.einsum("nchw,nhw->chw", vals, inv.square_())
+    acc = acc.view(b, sym, h, w)
+    out = acc[:, 0].clone()
+    for k in range(1, sym):
+        out += torch.rot90(acc[:, k], -k, dims=(-2, -1))
     return out * (dbeta * geom.sid * geom.sid)
 
 
@@ -201,18 +207,30 @@ def forward_project(
     along_s = geom.sid - t * bcoef  # (D, S)
     along_u = t * a
     dt = (2.0 * half / n_samp)[None, :]  # (1, D)
-    img = mu.unsqueeze(0)  # (1, B, H, W)
+    sym = 4 if (h == w and geom.n_views % 4 == 0) else 1  # view beta + k*90deg = view beta of rot90(mu, k)
+    img = torch.cat([torch.rot90(mu, k, dims=(-2, -1)) for k in range(sym)], dim=0).unsqueeze(0)  # (1, sym*B, H, W)
+    nv = geom.n_views // sym
     sx, sy = 2.0 / (w * pixel_spacing_mm), 2.0 / (h * pixel_spacing_mm)
-    out = torch.empty(b, geom.n_views, geom.n_det, device=dev, dtype=torch.float32)
-    chunk = max(1, _CHUNK_ELEMENTS // (geom.n_det * n_samp * max(b, 2)))
-    for v0 in range(0, geom.n_views, chunk):
-        c = cos[v0 : v0 + chunk, None, None]
-        sn = sin[v0 : v0 + chunk, None, None]
-        # e_s = (cos, sin), e_u = (-sin, cos)
-        px = along_s * c - along_u * sn
-        py = along_s * sn + along_u * c
-        grid = torch.stack((px * sx, py * sy), dim=-1).reshape(1, -1, n_samp, 2)
-        vals = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    base = torch.stack((along_s, along_u), dim=-1).reshape(1, -1, 2)  # (1, D*S, 2)
+    out = torch.empty(b, sym, nv, geom.n_det, device=dev, dtype=torch.float32)
+    chunk = max(1, _CHUNK_ELEMENTS // (geom.n_det * n_samp * max(b * sym, 2)))
+    for v0 in range(0, nv, chunk):
+        c = cos[v0 : min(v0 + chunk, nv), None, None]
+        sn = sin[v0 : min(v0 + chunk, nv), None, None]
         n = c.shape[0]
-        out[:, v0 : v0 + n] = vals.sum(-1).reshape(b, n, geom.n_det) * dt
-    return out
+        # position = along_s * e_s + along_u * e_u, e_s = (cos, sin), e_u = (-sin, cos); normalised coords
+        rot = torch.cat((torch.cat((c * sx, sn * sy), -1), torch.cat((-sn * sx, c * sy), -1)), 1)  # (n, 2, 2)
+        grid = torch.matmul(base, rot).view(1, n * geom.n_det, n_samp, 2)
+        vals = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out[:, :, v0 : v0 + n] = (vals.sum(-1).view(sym, b, n, geom.n_det) * dt).transpose(0, 1)
+    return out.view(b, geom.n_views, geom.n_det)
+
+
+def _quarter_symmetric(angles: torch.Tensor) -> bool:
+    """True when the views come in groups shifted by exactly 90, 180 and 270 degrees (v, v + V/4, ...)."""
+    v = angles.shape[0]
+    if v % 4:
+        return False
+    a = angles.reshape(4, v // 4).double()
+    shift = a - a[:1] - torch.arange(4, device=a.device, dtype=torch.float64)[:, None] * (math.pi / 2)
+    return bool(torch.all(shift.abs() < 1e-6))

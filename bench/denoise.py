@@ -1,0 +1,221 @@
+"""`ldct denoise` speed and memory: the inference pipeline against a plain PyTorch loop, same network, same run.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python bench/denoise.py                     # bundled default (if installed) + RED-CNN
+    python bench/denoise.py --models default redcnn runs/x --slices 8 --memory-slices 200
+
+For each model (``default``/a name/a path as ``--model`` takes it, ``redcnn`` = the published RED-CNN,
+10 layers of 96 channels, or ``small`` = a 5x16 DnCNN, both with random weights: speed does not depend on them) it prints, per device (CPU with
+``--threads`` threads; CUDA too when present, fp32 and bf16):
+
+- slices/s of :func:`ldct.infer.predict_volume` on 512x512 slices (real CT: the bundled sample scan,
+  repeated to ``--slices``), and of a plain loop ``net_to_hu(net(hu_to_net(x)))`` over the same batches;
+  the **overhead ratio** = plain slices/s / pipeline slices/s (target <= 1.2);
+- seconds per slice, and for CUDA the projected time of a 512-slice volume.
+
+Then, in a fresh subprocess per model, the **peak resident memory** (ru_maxrss) of denoising a
+``--memory-slices`` volume (default 200 slices of 512x512: 210 MB of float32 in, 210 MB out) with
+:func:`ldct.infer.predict_volume`, against the memory held before inference starts. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_volume(n: int) -> np.ndarray:
+    """(n, 512, 512) float32 HU: the bundled sample scan's slices, repeated."""
+    from ldct.commands.sample import sample_dir
+    from ldct.io import read_volume
+
+    vol = read_volume(sample_dir()).data
+    reps = -(-n // vol.shape[0])
+    return np.ascontiguousarray(np.concatenate([vol] * reps)[:n], dtype=np.float32)
+
+
+def load(spec: str):
+    """(name, module, window, channels, dose) for a model spec; 'redcnn' = published RED-CNN and 'small' = a
+    5-layer 16-channel DnCNN, both with random weights (speed and memory do not depend on them)."""
+    from ldct.hu import DEFAULT_NET_WINDOW
+
+    if spec in ("redcnn", "small"):
+        from ldct.engine.specs import build_network
+
+        torch.manual_seed(0)
+        if spec == "redcnn":
+            return "RED-CNN (96 ch, random init)", build_network({"name": "redcnn"}), DEFAULT_NET_WINDOW, 1, None
+        net = build_network({"name": "dncnn", "depth": 5, "width": 16, "batch_norm": False})
+        return "small DnCNN (5x16, random init)", net, DEFAULT_NET_WINDOW, 1, None
+    from ldct.model_zoo import load_model
+
+    m = load_model(spec)
+    return m.describe(), m.module, m.window, m.channels, (0.25 if m.dose_conditioned else None)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def plain_loop(module, vol, window, *, batch: int, device: str, dose, precision: str) -> np.ndarray:
+    """The baseline: batches of slices through the network, HU in and out, nothing else."""
+    from ldct.hu import hu_to_net, net_to_hu
+
+    out = np.empty_like(vol)
+    module = module.to(device).eval()
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+    with torch.inference_mode():
+        for i in range(0, len(vol), batch):
+            x = torch.from_numpy(vol[i : i + batch]).to(device)[:, None]
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None and device.startswith("cuda")):
+                y = module(hu_to_net(x, window)) if dose is None else module(
+                    hu_to_net(x, window), torch.full((len(x),), dose, device=device))
+            out[i : i + batch] = net_to_hu(y.float(), window)[:, 0].cpu().numpy()
+    return out
+
+
+def pipeline(module, vol, window, *, batch: int, device: str, dose, precision: str, channels: int) -> np.ndarray:
+    from ldct.infer import predict_volume
+
+    return predict_volume(module, vol, window=window, dose=dose, batch_size=batch, device=device,
+                          precision=precision, channels=channels, progress=lambda d, t: None)
+
+
+def timed_pair(fa, fb, device: str, repeats: int) -> tuple[float, float]:
+    """Best wall times of ``fa`` and ``fb``: one warm-up call each, then ``repeats`` alternating calls
+    (so that neither side profits from a warmer machine)."""
+    best = [float("inf"), float("inf")]
+    for k in range(repeats + 1):
+        for i, fn in enumerate((fa, fb)):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if k > 0:
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
+def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[dict]:
+    name, module, window, channels, dose = load(spec)
+    rows = []
+    devices = [("cpu", "32")]
+    if torch.cuda.is_available():
+        devices += [("cuda", "32"), ("cuda", "bf16")]
+    for device, precision in devices:
+        n = args.slices if device == "cpu" else args.gpu_slices
+        v = vol[:n] if len(vol) >= n else sample_volume(n)
+        kw = dict(batch=args.batch_size if device == "cpu" else args.gpu_batch_size, device=device, dose=dose,
+                  precision=precision)
+        reps = args.repeats if device == "cpu" else max(args.repeats, 3)
+        if channels != 1:
+            print(f"{name}: {channels}-channel (2.5D) model, no plain-loop baseline", flush=True)
+        t_pipe, t_plain = timed_pair(
+            lambda: pipeline(module, v, window, channels=channels, **kw),
+            (lambda: plain_loop(module, v, window, **kw)) if channels == 1 else (lambda: None), device, reps)
+        t_plain = t_plain if channels == 1 else float("nan")
+        row = {"model": name, "device": device, "precision": precision, "slices": n, "batch": kw["batch"],
+               "pipeline_slices_per_s": n / t_pipe, "plain_slices_per_s": n / t_plain,
+               "overhead_ratio": t_pipe / t_plain, "s_per_slice": t_pipe / n}
+        if device == "cuda":
+            row["projected_512_slices_s"] = 512 * t_pipe / n
+            row["cuda_peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def memory_child(spec: str, n: int, batch: int, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    from ldct.infer import predict_volume
+
+    name, module, window, channels, dose = load(spec)
+    vol = sample_volume(n)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: kB)
+    t0 = time.perf_counter()
+    out = predict_volume(module, vol, window=window, dose=dose, batch_size=batch, device=device, channels=channels)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"model": name, "slices": n, "batch": batch, "device": device,
+                      "volume_mb": vol.nbytes / 1e6, "output_mb": out.nbytes / 1e6,
+                      "rss_before_inference_mb": before, "peak_rss_mb": peak,
+                      "inference_peak_increase_mb": peak - before, "seconds": dt}))
+
+
+def bench_memory(spec: str, args: argparse.Namespace) -> dict | None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cmd = [sys.executable, __file__, "--memory-child", spec, str(args.memory_slices), str(args.batch_size), device,
+           str(args.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if res.returncode != 0:
+        print(f"memory run of {spec} failed: {res.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None, help="default: bundled 'default' (if installed) + redcnn")
+    p.add_argument("--slices", type=int, default=2, help="512x512 slices timed on CPU")
+    p.add_argument("--gpu-slices", type=int, default=64, help="512x512 slices timed on CUDA")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--gpu-batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--memory-slices", type=int, default=200)
+    p.add_argument("--memory-models", nargs="*", default=None,
+                   help="models for the peak-memory run (default: the same as --models, without redcnn on CPU - "
+                        "a 200-slice full RED-CNN takes ~20 min on 2 cores - or 'small' when none is left)")
+    p.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        spec, n, batch, device, threads = args.memory_child
+        memory_child(spec, int(n), int(batch), device, int(threads))
+        return
+    torch.set_num_threads(args.threads)
+    from ldct.model_zoo import bundled_dir
+
+    has_default = (bundled_dir() / "default.safetensors").is_file()
+    models = args.models or (["default"] if has_default else []) + ["redcnn"]
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, CUDA: "
+          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}", flush=True)
+    if not has_default and args.models is None:
+        print("no bundled default model installed: timing RED-CNN only", flush=True)
+    vol = sample_volume(max(args.slices, 1))
+    rows = [r for m in models for r in bench_speed(m, args, vol)]
+    mem_models = args.memory_models
+    if mem_models is None:
+        mem_models = [m for m in models if m != "redcnn" or torch.cuda.is_available()] or ["small"]
+    mem = [r for m in mem_models if (r := bench_memory(m, args))]
+
+    print("\nspeed (512x512 slices):")
+    print(f"{'model':44s} {'device':6s} {'prec':5s} {'pipeline sl/s':>13s} {'plain sl/s':>11s} {'overhead':>9s}"
+          f" {'s/slice':>8s}")
+    for r in rows:
+        print(f"{r['model'][:44]:44s} {r['device']:6s} {r['precision']:5s} {r['pipeline_slices_per_s']:13.3f} "
+              f"{r['plain_slices_per_s']:11.3f} {r['overhead_ratio']:8.3f}x {r['s_per_slice']:8.3f}"
+              + (f"  512 slices: {r['projected_512_slices_s']:.1f} s" if "projected_512_slices_s" in r else ""))
+    if mem:
+        print(f"\npeak memory (ru_maxrss), {args.memory_slices} slices of 512x512:")
+        for r in mem:
+            print(f"{r['model'][:44]:44s} volume {r['volume_mb']:.0f} MB + output {r['output_mb']:.0f} MB; "
+                  f"RSS before inference {r['rss_before_inference_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB "
+                  f"(+{r['inference_peak_increase_mb']:.0f} MB), {r['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

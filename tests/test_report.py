@@ -1,0 +1,136 @@
+"""`ldct report`: one self-contained HTML file from a real (tiny) training run and its evaluation,
+checked in a real browser (Debian's chromium, headless)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldct.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run_dir(shared_data, tmp_path_factory) -> Path:
+    """`ldct train` (4 steps of a tiny DnCNN, 3 patients x 3 real slices) + evaluation at two doses."""
+    from ldct.evaluation import evaluate_run
+
+    root = tmp_path_factory.mktemp("report")
+    data = root / "data"
+    for name, folder in (("abd", "abdomen_dicom"), ("chest", "chest_dicom"), ("head", "head_dicom_tilted")):
+        (data / name).mkdir(parents=True)
+        for f in sorted((shared_data / folder).iterdir())[10:13]:
+            shutil.copy2(f, data / name / f.name)
+    run = root / "run"
+    assert main(["train", "dncnn", "--data", str(data), "--out", str(run), "--max-steps", "4",
+                 "--set", "args.net.depth=3", "--set", "args.net.width=8", "--set", "train.batch_size=2",
+                 "--set", "train.val_every=2", "--set", "train.ckpt_every=2", "--set", "train.sample_every=2",
+                 "--set", "data.sim.mode=gaussian"]) == 0
+    evaluate_run(run, data, doses=[0.25, 0.5], baselines=("low-dose", "gaussian"), max_slices=2, split="all")
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    return out
+
+
+def _payload(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>', html, re.S)
+    assert m
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def test_report_is_one_self_contained_file(report, run_dir):
+    html = report.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\((["']?)(https?:|//)|@import""", html)
+    assert "<table class=\"metrics\"" in html and "per-dose metrics" in html
+    for method in ("low-dose", "gaussian", "supervised/dncnn"):
+        assert f"<td>{method}</td>" in html
+    for dose in ("0.25", "0.5"):
+        assert f"<td>{dose}</td>" in html
+    pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(pngs) >= 3  # loss curve, validation curves, metrics plot
+    for b64 in pngs:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # the viewer's slices are the evaluation's slices, bit for bit (int16 HU, zlib, base64)
+    payload = _payload(html)
+    assert [c["name"] for c in payload["cases"]] == ["dose 0.25", "dose 0.5"]
+    with np.load(run_dir / "eval_all" / "samples.npz") as z:
+        for i, case in enumerate(payload["cases"]):
+            assert case["order"] == ["low_dose", "output", "normal_dose"]
+            assert case["difference"] == ["output", "normal_dose"]
+            for key, panel in (("ld", "low_dose"), ("out", "output"), ("nd", "normal_dose")):
+                ref = z[f"d{i}_{key}"]
+                assert case["slices"] == len(ref) and len(case["panels"][panel]) == len(ref)
+                got = np.frombuffer(zlib.decompress(base64.b64decode(case["panels"][panel][-1])), "<i2")
+                np.testing.assert_array_equal(got.reshape(ref.shape[1:]), ref[-1])
+    assert set(payload["windows"]) == {"soft", "lung", "bone", "brain"}
+
+
+def test_report_of_the_evaluation_folder_includes_the_run(run_dir, tmp_path):
+    out = tmp_path / "eval.html"
+    assert main(["report", str(run_dir / "eval_all"), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "training loss" in html and "per-dose metrics" in html and "validation metrics" in html
+
+
+def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=8000", *extra, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _state(dom: str) -> tuple[str, list[int]]:
+    rendered = re.search(r'<body[^>]*data-rendered="([^"]+)"', dom)
+    sums = [int(s) for s in re.findall(r'<canvas data-panel="[a-z_]+"[^>]*data-sum="(\d+)"', dom)]
+    assert rendered, dom[:2000]
+    return rendered.group(1), sums
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it)")
+def test_report_in_a_real_browser(report, tmp_path):
+    url = report.resolve().as_uri()
+    first = _chromium(url + "#slice=0", tmp_path, "--dump-dom")
+    moved = _chromium(url + "#slice=1&window=bone", tmp_path, "--dump-dom")
+    s0, s1 = _state(first.stdout), _state(moved.stdout)
+    assert (s0[0], s1[0]) == ("0:0:soft", "0:1:bone")
+    assert len(s0[1]) == 4 and all(v > 0 for v in s0[1])  # low dose, output, normal dose, difference drawn
+    assert s0[1][3] != s1[1][3]  # the slider changed the difference image (its window is fixed)
+    assert all(a != b for a, b in zip(s0[1][:3], s1[1][:3]))
+    assert '<table class="metrics">' in first.stdout and "supervised/dncnn" in first.stdout
+
+    shots = []
+    for k in (0, 1):
+        png = tmp_path / f"shot{k}.png"
+        _chromium(url + f"#slice={k}", tmp_path, f"--screenshot={png}", "--window-size=1280,1400",
+                  "--hide-scrollbars")
+        shots.append(np.asarray(Image.open(png).convert("L"), dtype=np.int16))
+    assert shots[0].std() > 20  # not blank
+    assert np.abs(shots[0] - shots[1]).mean() > 0.2  # the images on screen changed with the slice
+
+
+def test_report_bad_inputs(run_dir, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty), "-o", str(tmp_path / "r.html")]) == 2
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "r.pdf")]) == 2
+    (tmp_path / "r.html").write_text("keep")
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "r.html")]) == 2
+    assert (tmp_path / "r.html").read_text() == "keep"
+    err = capsys.readouterr().err
+    assert err.count("ldct: error:") == 4 and "Traceback" not in err
