@@ -14,7 +14,7 @@ For each model (``default``/a name/a path as ``--model`` takes it, ``redcnn`` = 
   the **overhead ratio** = plain slices/s / pipeline slices/s (target <= 1.2);
 - seconds per slice, and for CUDA the projected time of a 512-slice volume.
 
-Then, in a fresh subprocess per model, the **peak resident memory** (ru_maxrss) of denoising a
+Then, in a fresh subprocess per model, the **peak resident memory** (VmHWM, reset before inference) of denoising a
 ``--memory-slices`` volume (default 200 slices of 512x512: 210 MB of float32 in, 210 MB out) with
 :func:`ldct.infer.predict_volume`, against the memory held before inference starts. Nothing is asserted.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -117,14 +116,15 @@ def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[di
     for device, precision in devices:
         n = args.slices if device == "cpu" else args.gpu_slices
         v = vol[:n] if len(vol) >= n else sample_volume(n)
-        kw = dict(batch=args.batch_size if device == "cpu" else args.gpu_batch_size, device=device, dose=dose,
-                  precision=precision)
+        kw = {"batch": args.batch_size if device == "cpu" else args.gpu_batch_size, "device": device,
+              "dose": dose, "precision": precision}
         reps = args.repeats if device == "cpu" else max(args.repeats, 3)
         if channels != 1:
             print(f"{name}: {channels}-channel (2.5D) model, no plain-loop baseline", flush=True)
         t_pipe, t_plain = timed_pair(
-            lambda: pipeline(module, v, window, channels=channels, **kw),
-            (lambda: plain_loop(module, v, window, **kw)) if channels == 1 else (lambda: None), device, reps)
+            lambda v=v, kw=kw: pipeline(module, v, window, channels=channels, **kw),
+            (lambda v=v, kw=kw: plain_loop(module, v, window, **kw)) if channels == 1 else (lambda: None),
+            device, reps)
         t_plain = t_plain if channels == 1 else float("nan")
         row = {"model": name, "device": device, "precision": precision, "slices": n, "batch": kw["batch"],
                "pipeline_slices_per_s": n / t_pipe, "plain_slices_per_s": n / t_plain,
@@ -137,17 +137,26 @@ def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[di
     return rows
 
 
+def _status_mb(field: str) -> float:
+    """VmRSS / VmHWM (peak RSS) of this process from /proc (MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024
+    return float("nan")
+
+
 def memory_child(spec: str, n: int, batch: int, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     from ldct.infer import predict_volume
 
     name, module, window, channels, dose = load(spec)
     vol = sample_volume(n)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: kB)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
+    before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     out = predict_volume(module, vol, window=window, dose=dose, batch_size=batch, device=device, channels=channels)
     dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     print(json.dumps({"model": name, "slices": n, "batch": batch, "device": device,
                       "volume_mb": vol.nbytes / 1e6, "output_mb": out.nbytes / 1e6,
                       "rss_before_inference_mb": before, "peak_rss_mb": peak,
@@ -158,7 +167,7 @@ def bench_memory(spec: str, args: argparse.Namespace) -> dict | None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cmd = [sys.executable, __file__, "--memory-child", spec, str(args.memory_slices), str(args.batch_size), device,
            str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if res.returncode != 0:
         print(f"memory run of {spec} failed: {res.stderr.strip().splitlines()[-1:]}", flush=True)
         return None
@@ -210,7 +219,7 @@ def main() -> None:
               f"{r['plain_slices_per_s']:11.3f} {r['overhead_ratio']:8.3f}x {r['s_per_slice']:8.3f}"
               + (f"  512 slices: {r['projected_512_slices_s']:.1f} s" if "projected_512_slices_s" in r else ""))
     if mem:
-        print(f"\npeak memory (ru_maxrss), {args.memory_slices} slices of 512x512:")
+        print(f"\npeak memory (VmHWM), {args.memory_slices} slices of 512x512:")
         for r in mem:
             print(f"{r['model'][:44]:44s} volume {r['volume_mb']:.0f} MB + output {r['output_mb']:.0f} MB; "
                   f"RSS before inference {r['rss_before_inference_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB "

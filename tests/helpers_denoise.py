@@ -68,6 +68,5 @@ def train_small_model(shared_data: Path, out_dir: Path, steps: int = 60, seed: i
 def trained_model(shared_data: Path, root: Path) -> Path:
     """The session's test model folder (trained on first use)."""
     if "model" not in _CACHE:
-        torch.set_num_threads(2)
         _CACHE["model"] = train_small_model(shared_data, root / "test_model")
     return _CACHE["model"]

@@ -26,12 +26,13 @@ def fabric() -> Any:
     return Fabric(accelerator="cpu", devices=1)
 
 
-def simulate(hu: np.ndarray, dose: float, spacing_mm: float, seed: int) -> np.ndarray:
-    """(z, y, x) HU -> the project's projection-domain low-dose simulation at ``dose`` (HU)."""
-    from ldct.simulate import simulate_low_dose
+def simulate(hu: np.ndarray, doses: tuple[float, ...], spacing_mm: float, seed: int) -> dict[float, np.ndarray]:
+    """(z, y, x) HU -> {dose: the project's projection-domain low-dose simulation (HU)} (one calibration
+    and one forward projection for all doses)."""
+    from ldct.simulate import simulate_doses
 
-    return np.asarray(simulate_low_dose(hu, dose, pixel_spacing_mm=spacing_mm, mode="projection", seed=seed),
-                      dtype=np.float32)
+    res = simulate_doses(hu, list(doses), pixel_spacing_mm=spacing_mm, mode="projection", seed=seed)
+    return {float(d): np.asarray(v, dtype=np.float32) for d, v in res.low_dose.items()}
 
 
 class Pairs:
@@ -98,4 +99,4 @@ def simulated_abdomen(shared_data: Path) -> tuple[Any, Pairs]:
 
     vol = read_volume(shared_data / "abdomen_dicom")
     nd = vol.data[0:18:3]
-    return vol, Pairs(nd, {d: simulate(nd, d, vol.spacing[1], seed=1) for d in TEST_DOSES})
+    return vol, Pairs(nd, simulate(nd, TEST_DOSES, vol.spacing[1], seed=1))

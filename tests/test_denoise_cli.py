@@ -102,7 +102,7 @@ def test_patient_and_study_are_kept(model_dir, shared_data, tmp_path, capsys):
     for f in sorted((shared_data / "chest_dicom").iterdir())[10:12]:
         shutil.copy2(f, src / f.name)
     assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir)]) == 0
-    a = pydicom.dcmread(sorted(src.iterdir())[0], stop_before_pixels=True)
+    a = pydicom.dcmread(min(src.iterdir()), stop_before_pixels=True)
     outs = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted((tmp_path / "out").iterdir())]
     assert len(outs) == 2
     for k in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "StudyDate"):
@@ -120,7 +120,7 @@ def test_npy_slice_is_denoised(model_dir, shared_data, tmp_path, capsys):
     out = np.load(tmp_path / "out.npy")
     assert out.shape == nd.shape and out.dtype == np.float32
     tissue = (nd > -100) & (nd < 150)
-    rmse = lambda a: float(np.sqrt(np.mean((a - nd)[tissue] ** 2)))  # noqa: E731
+    rmse = lambda a: float(np.sqrt(np.mean((a - nd)[tissue] ** 2)))
     assert rmse(out) < 0.8 * rmse(ld)
     capsys.readouterr()
 

@@ -44,7 +44,7 @@ def mayo(shared_data) -> Pairs:
     names = ("L067_FD_3mm_smooth_0070.raw", "L067_FD_3mm_smooth_0150.raw")
     nd = np.stack([np.fromfile(shared_data / "mayo_L067_fd_raw" / n, dtype="<u2").reshape(512, 512)
                    .astype(np.float32) - 1024.0 for n in names])
-    return Pairs(nd, {d: simulate(nd, d, 0.7, seed=2) for d in TEST_DOSES})
+    return Pairs(nd, simulate(nd, TEST_DOSES, 0.7, seed=2))
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,36 @@ def test_models_command_lists_user_models(model_dir, user_models, capsys):
     assert "liver" in out and "dncnn" in out and "supervised" in out
 
 
+def test_install_user_model_from_a_run(model_dir, user_models, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / "checkpoints" / "step_0000060")
+    (run / "checkpoints" / "last").write_text("step_0000060\n")
+    assert main(["models", "--add", str(run), "--name", "kidney-v1.2"]) == 0
+    assert (user_models / "kidney-v1.2" / "weights.safetensors").is_file()
+    m = load_model("kidney-v1.2")  # a name with dots is still a name
+    ref = load_model(str(model_dir))
+    x = torch.linspace(-1, 1, 48 * 48).reshape(1, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x), ref.module(x))
+    assert main(["models", "--add", str(run), "--name", "kidney-v1.2"]) == 2  # exists, no --overwrite
+    assert main(["models", "--add", str(run), "--name", "../evil"]) == 2
+    capsys.readouterr()
+
+
+def test_bundling_a_default_model(model_dir, user_models, tmp_path, monkeypatch, capsys):
+    """How the shipped default is made: install_model(RUN, "default", bundled=True) (here into a copy)."""
+    import ldct.model_zoo as zoo
+
+    monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path / "weights")
+    w = zoo.install_model(model_dir, "default", bundled=True)
+    assert w == tmp_path / "weights" / "default.safetensors" and (tmp_path / "weights" / "default.json").is_file()
+    m = load_model(None)
+    assert (m.name, m.network) == ("default", "dncnn")
+    assert [(i.name, i.where) for i in list_models()] == [("default", "bundled")]
+    assert main(["models"]) == 0
+    assert "bundled" in capsys.readouterr().out
+
+
 def test_default_model_bundled_or_clear_error(user_models):
     if (bundled_dir() / "default.safetensors").is_file():
         m = load_model(None)

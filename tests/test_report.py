@@ -48,7 +48,7 @@ def report(run_dir, tmp_path_factory) -> Path:
 
 
 def _payload(html: str) -> dict:
-    m = re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>', html, re.S)
+    m = re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>', html, re.DOTALL)
     assert m
     return json.loads(m.group(1).replace("<\\/", "</"))
 
@@ -91,7 +91,7 @@ def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=8000", *extra, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _state(dom: str) -> tuple[str, list[int]]:

@@ -32,6 +32,13 @@ def _os_reason(exc: OSError) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` with the process umask applied (mkstemp/mkdtemp create 0600/0700 whatever the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it to ``path`` when the block succeeds."""
@@ -42,6 +49,8 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _umask_mode(0o666))
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -66,6 +75,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp_path
+        os.chmod(tmp_path, _umask_mode(0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -78,8 +78,8 @@ def check_safetensors(path: Path) -> dict[str, Any]:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
         if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise TypeError("header is not a JSON object")
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise LdctError(f"not a valid safetensors model file ({exc})", path) from None
     return header
 
@@ -197,8 +197,11 @@ def find_model(spec: str | None) -> ModelInfo | Path:
     """``--model`` value -> a named model (:class:`ModelInfo`) or a path to hand to the checkpoint loader."""
     spec = DEFAULT_MODEL if spec in (None, "") else str(spec)
     p = Path(spec).expanduser()
-    looks_like_path = p.exists() or os.sep in spec or p.suffix != ""
-    if looks_like_path:
+    if not p.exists() and os.sep not in spec:
+        for info in list_models():  # a name (names may contain dots: "nafnet-v1.2")
+            if info.name == spec:
+                return info
+    if p.exists() or os.sep in spec or p.suffix != "":
         if not p.exists():
             raise LdctError("model not found (no such file or folder)", p)
         if p.is_file():
@@ -212,9 +215,6 @@ def find_model(spec: str | None) -> ModelInfo | Path:
                 )
             check_safetensors(p)
         return p
-    for info in list_models():
-        if info.name == spec:
-            return info
     if spec == DEFAULT_MODEL:
         raise LdctError(_NO_BUNDLED)
     known = ", ".join(sorted({m.name for m in list_models()})) or "none installed"
@@ -280,3 +280,43 @@ def _refuse_pickles_in(folder: Path) -> None:
         if p.is_file() and p.suffix.lower() not in (".json", ".yaml", ".txt", ".md", ".npy", ".npz"):
             refuse_pickle(p)  # raises for a pickle/zip by name or content
     raise LdctError("no .safetensors weights in this folder (not an ldct model, checkpoint or run folder)", folder)
+
+
+# --- installing ---------------------------------------------------------------------------------------
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def install_model(source: str | Path, name: str, *, bundled: bool = False, overwrite: bool = False) -> Path:
+    """Export a run folder / checkpoint / model (inference network + metadata) under ``name``.
+
+    User models go to ``user_dir()/<name>/`` (``weights.safetensors`` + ``meta.json``); with ``bundled``
+    the pair ``ldct/weights/<name>.safetensors`` + ``<name>.json`` is written into the package (how the
+    default model is made: ``install_model(RUN, "default", bundled=True)``). Returns the weights path.
+    """
+    import shutil
+    import tempfile
+
+    from ldct.atomic import atomic_file
+    from ldct.engine.checkpoint import export_model
+
+    if not name or set(name) - _NAME_OK or name.startswith("."):
+        raise LdctError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
+    src = Path(source)
+    if src.is_file():
+        refuse_pickle(src)
+    if not bundled:
+        out = user_dir() / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_model(src, out, overwrite=overwrite)
+        return out / "weights.safetensors"
+    dest = bundled_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    weights, meta = dest / f"{name}.safetensors", dest / f"{name}.json"
+    if not overwrite and (weights.exists() or meta.exists()):
+        raise LdctError("bundled model already exists (pass overwrite=True to replace it)", weights)
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        export_model(src, Path(tmp) / "m")
+        with atomic_file(weights) as t1, atomic_file(meta) as t2:
+            shutil.copyfile(Path(tmp) / "m" / "weights.safetensors", t1)
+            shutil.copyfile(Path(tmp) / "m" / "meta.json", t2)
+    return weights

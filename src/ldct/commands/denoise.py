@@ -11,7 +11,14 @@ from ldct.errors import LdctError
 
 def _progress_bar():
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]denoising"),
@@ -42,7 +49,7 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), 32, bf16, 16."),
         preview: Path = typer.Option(None, "--preview", help="Write a before/after PNG of the middle slice."),
         series: str = typer.Option(None, "--series", help="Series to read when the folder holds several "
-                                   "(SeriesInstanceUID, SeriesNumber or description)."),
+                                   "(SeriesInstanceUID or 0-based index, see `ldct info`)."),
         ref_ctdivol: float = typer.Option(None, "--reference-ctdivol", help="Normal-dose CTDIvol (mGy), to "
                                           "estimate the dose from the CTDIvol tag."),
         ref_mas: float = typer.Option(None, "--reference-mas", help="Normal-dose mAs, to estimate the dose."),
@@ -98,12 +105,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"preview: {res.preview}")
 
     @app.command("models")
-    def models() -> None:
-        """List the bundled models and your models ($LDCT_MODEL_DIR or ~/.ldct/models)."""
+    def models(
+        add: Path = typer.Option(None, "--add", help="Install a run folder, checkpoint or model as a user model."),
+        name: str = typer.Option(None, "--name", help="Name for --add (then use it as `--model NAME`)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a user model of the same name."),
+    ) -> None:
+        """List the bundled models and your models ($LDCT_MODEL_DIR or ~/.ldct/models); --add installs one."""
         from rich.console import Console
         from rich.table import Table
 
-        from ldct.model_zoo import bundled_dir, list_models, user_dir
+        from ldct.model_zoo import bundled_dir, install_model, list_models, user_dir
+
+        if add is not None or name is not None:
+            if add is None or not name:
+                raise LdctError("--add PATH and --name NAME go together")
+            typer.echo(f"installed {install_model(add, name, overwrite=overwrite).parent}")
 
         found = list_models()
         table = Table(title="ldct models")

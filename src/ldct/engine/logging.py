@@ -85,7 +85,7 @@ class TrainProgress:
     def __init__(self, total: int, start: int, enabled: bool, patches_per_step: int):
         self.enabled = enabled
         self.patches_per_step = patches_per_step
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)
         self.live = enabled and self.console.is_terminal
         self._t0 = time.perf_counter()
         self._s0 = start

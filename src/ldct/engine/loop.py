@@ -32,7 +32,7 @@ from ldct.atomic import atomic_file
 from ldct.engine import checkpoint as ckpt
 from ldct.engine import logging as runlog
 from ldct.engine.config import dump_recipe, plain, read_yaml, validate_train
-from ldct.engine.state import ResumableSampler, capture_rng, restore_rng, sampler_state, seed_all
+from ldct.engine.state import ResumableSampler, capture_rng, gather_rng, restore_rng, sampler_state, seed_all
 from ldct.engine.validate import BEST_KEY, validate
 from ldct.errors import LdctError
 from ldct.hu import DISPLAY_WINDOWS, Window
@@ -186,23 +186,6 @@ def _ignore_signals(_: int) -> None:
     """DataLoader workers leave Ctrl-C/SIGTERM to the main process (which saves a checkpoint)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _gather_rng(rng: dict[str, torch.Tensor], fabric: Any) -> list[dict[str, torch.Tensor]]:
-    """Every process's RNG state, on every process (for exact multi-process resume)."""
-    world = fabric.world_size
-    if world == 1:
-        return [rng]
-    import torch.distributed as dist
-
-    out: list[dict[str, torch.Tensor]] = [{} for _ in range(world)]
-    for key in sorted(rng):
-        t = rng[key].to(fabric.device)
-        parts = [torch.empty_like(t) for _ in range(world)]
-        dist.all_gather(parts, t)
-        for r in range(world):
-            out[r][key] = parts[r].cpu()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,7 +378,7 @@ class _Run:
 
     # ------------------------------------------------------------------------------------------
     def _train_state(self) -> dict[str, Any]:
-        per_rank = _gather_rng(capture_rng(), self.fabric)
+        per_rank = gather_rng(capture_rng(), self.fabric)
         m = self.method
         return {
             "format": ckpt.FORMAT,

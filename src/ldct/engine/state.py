@@ -47,6 +47,23 @@ def restore_rng(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu().to(torch.uint8))
 
 
+def gather_rng(rng: dict[str, torch.Tensor], fabric: Any) -> list[dict[str, torch.Tensor]]:
+    """Every process's RNG state, on every process (for exact multi-process resume)."""
+    world = fabric.world_size
+    if world == 1:
+        return [rng]
+    import torch.distributed as dist
+
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(world)]
+    for key in sorted(rng):
+        t = rng[key].to(fabric.device)
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t)
+        for r in range(world):
+            out[r][key] = parts[r].cpu()
+    return out
+
+
 def seed_all(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,7 +197,7 @@ def denoise_path(
     reference_mas: float | None = None,
     reference_noise_hu: float | None = None,
     progress: Progress | None = None,
-    on_start: object = None,
+    on_start: Callable[[Volume, float | None, str], Any] | None = None,
 ) -> DenoiseResult:
     """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
 
@@ -217,7 +219,7 @@ def denoise_path(
         model, vol, dose, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
         reference_noise_hu=reference_noise_hu,
     )
-    if callable(on_start):
+    if on_start is not None:
         on_start(vol, used_dose, how)
     t0 = time.perf_counter()
     data = predict_volume(

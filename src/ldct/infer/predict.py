@@ -119,7 +119,7 @@ def iter_predict(
             d = None if dose is None else torch.full((xs.shape[0],), float(dose), device=dev)
             net_in = hu_to_net(xs, window)
 
-            def fn(t: torch.Tensor) -> torch.Tensor:
+            def fn(t: torch.Tensor, d: torch.Tensor | None = d) -> torch.Tensor:
                 with _autocast(dev, precision):
                     return _call(module, t, d).float()
 

@@ -35,7 +35,7 @@ def check_tiling(tile: int, overlap: int) -> None:
 
 def margin_of(overlap: int) -> int:
     """Pixels at a shared tile edge that get weight 0 (3/8 of the overlap)."""
-    return int(round(0.375 * overlap))
+    return round(0.375 * overlap)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -43,9 +43,8 @@ def write_samples(samples: dict[float, list[dict[str, Any]]], path: str | Path, 
             " ".join(str(v) for v in (s.get("patient_id"), "slice", s.get("slice_index")) if v is not None)
             if s.get("slice_index") is not None else str(s.get("patient_id") or "") for s in items
         ])
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 
