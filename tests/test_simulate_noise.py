@@ -80,7 +80,7 @@ def test_projection_noise_is_correlated_gaussian_mode_is_white(smooth_runs):
 
 def test_seeds_and_full_dose(shared_data):
     hu = mayo(shared_data, "L067_FD_3mm_smooth_0150.raw")[128:384, 128:384]
-    kw = dict(pixel_spacing_mm=PS, i0=2e5)
+    kw = {"pixel_spacing_mm": PS, "i0": 2e5}
     a = simulate_low_dose(hu, 0.25, seed=5, **kw)
     b = simulate_low_dose(hu, 0.25, seed=5, **kw)
     c = simulate_low_dose(hu, 0.25, seed=6, **kw)

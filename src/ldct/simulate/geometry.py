@@ -80,7 +80,7 @@ class FanBeamGeometry:
 
     def coarsened(self, view_factor: int, det_factor: int) -> FanBeamGeometry:
         """The same fan with ``view_factor`` x fewer views and ``det_factor`` x wider channels."""
-        n_det = max(4, int(math.ceil(self.n_det / det_factor)))
+        n_det = max(4, math.ceil(self.n_det / det_factor))
         return dataclasses.replace(
             self,
             n_views=max(4, self.n_views // view_factor),

@@ -35,7 +35,7 @@ def resample_sinogram(p: torch.Tensor, src: FanBeamGeometry, dst: FanBeamGeometr
 
     Both geometries share the fan (SID, SDD, detector extent); views wrap around 360 degrees.
     """
-    b, vs, ds = p.shape
+    _b, _vs, ds = p.shape
     dev = p.device
     wrapped = torch.cat([p, p[:, :1]], dim=1).unsqueeze(0)  # (1, B, Vs + 1, Ds)
     s = torch.as_tensor(dst.iso_positions(), dtype=torch.float32, device=dev)
@@ -67,7 +67,7 @@ def line_integrals(
     f = int(variance_downsample)
     if f <= 1:
         return forward_project(mu, geom, pixel_spacing_mm)
-    b, h, w = mu.shape
+    _b, h, w = mu.shape
     ph, pw = (-h) % f, (-w) % f
     if ph or pw:
         mu = F.pad(mu, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))

@@ -122,7 +122,7 @@ def _edge_warnings(vol: np.ndarray, ps: float, geom: FanBeamGeometry) -> list[st
 
 
 def _dose_key(d: float) -> int:
-    return int(round(d * 1e6))
+    return round(d * 1e6)
 
 
 def simulate_doses(

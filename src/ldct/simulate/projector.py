@@ -49,7 +49,7 @@ def ramp_filter_response(n_det: int, spacing: float, name: str = "hann", *, devi
     The ramp is the spatial kernel h[0] = 1/(4 t^2), h[odd n] = -1/(n pi t)^2, h[even n] = 0 (t = sample
     spacing), times ``spacing`` for the convolution integral and 1/2 for the 360-degree scan.
     """
-    n_pad = 1 << int(math.ceil(math.log2(2 * n_det)))
+    n_pad = 1 << math.ceil(math.log2(2 * n_det))
     n = torch.arange(n_pad, dtype=torch.float64, device=device)
     n = torch.where(n < n_pad // 2, n, n - n_pad)  # circular indices -n_pad/2 .. n_pad/2-1
     h = torch.zeros(n_pad, dtype=torch.float64, device=device)
@@ -191,7 +191,7 @@ def forward_project(
     b, h, w = mu.shape
     dev = mu.device
     radius = 0.5 * math.hypot(h, w) * pixel_spacing_mm
-    n_samp = max(2, int(math.ceil(2.0 * radius / (step * pixel_spacing_mm))))
+    n_samp = max(2, math.ceil(2.0 * radius / (step * pixel_spacing_mm)))
     beta = torch.as_tensor(geom.angles(), device=dev)
     cos, sin = torch.cos(beta).float(), torch.sin(beta).float()
     s = torch.as_tensor(geom.iso_positions(), dtype=torch.float32, device=dev)
