@@ -7,7 +7,6 @@ User mistakes raise :class:`ldct.errors.LdctError`; :func:`main` prints them as 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import typer
@@ -43,9 +42,25 @@ def _register_all() -> None:
 _register_all()
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error types, abort types) of click and of the click copy that typer bundles."""
+    import click
+
+    usage: list[type] = [click.exceptions.ClickException]
+    abort: list[type] = [click.exceptions.Abort]
+    try:
+        from typer._click import exceptions as tce  # typer >= 0.17 vendors click
+
+        usage.append(tce.ClickException)
+        if hasattr(tce, "Abort"):
+            abort.append(tce.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(abort)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ldct`` console script."""
-    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 * 1024 * 1024))
     try:
         rv = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
         if isinstance(rv, int):
@@ -60,13 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except Exception as exc:  # click usage errors come here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors come here in non-standalone mode
+        click_exc, abort = _click_exception_types()
+        if isinstance(exc, click_exc):
             exc.show()
             return 2
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             return 130
         raise
     return 0

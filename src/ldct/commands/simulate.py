@@ -76,8 +76,8 @@ def register(app: typer.Typer) -> None:
         i0: float | None = typer.Option(None, "--i0", help="Full-dose photons per detector reading "
                                         "(default: calibrated to the scan's own noise)."),
         sigma_e: float = typer.Option(math.sqrt(10.0), "--sigma-e", help="Electronic noise std (counts)."),
-        filter: str = typer.Option("hann", "--filter", help="FBP filter of the added noise: ram-lak, shepp-logan, "
-                                   "cosine, hamming, hann."),
+        filter: str = typer.Option("auto", "--filter", help="FBP filter of the added noise: auto (matches the "
+                                   "scan's own noise texture), ram-lak, shepp-logan, cosine, hamming, hann."),
         sigma: float | None = typer.Option(None, "--sigma", help="Image modes: full-dose noise std (HU or "
                                            "intensity; default: measured, or 1% of the range for photographs)."),
         tcm: float = typer.Option(1.0, "--tcm", help="Tube-current modulation strength (0 = constant mA)."),

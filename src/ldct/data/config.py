@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "dose_range": None,
     "dose_steps": 7,
     "seed": 0,
-    "sim": {"mode": "projection"},
+    "sim": {"mode": "projection", "filter": "auto"},
     "cache": True,
     "cache_dir": None,
     "precompute": True,
@@ -173,7 +173,7 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
     d = copy.deepcopy(DEFAULTS)
     for k, v in section.items():
         if k in ("sim", "split", "raw") and isinstance(v, Mapping):
-            d[k] = {**d[k], **dict(v)} if k != "sim" else dict(v)
+            d[k] = {**d[k], **dict(v)}
         else:
             d[k] = copy.deepcopy(v)
 

@@ -253,7 +253,10 @@ class SliceStore:
             return self._noise[key]
         if p.exists():
             try:
-                self._noise[key] = {field_name: float(json.loads(p.read_text())[field_name])}
+                saved = json.loads(p.read_text())
+                self._noise[key] = {field_name: float(saved[field_name])}
+                if saved.get("filter"):
+                    self._noise[key]["filter"] = str(saved["filter"])
                 return self._noise[key]
             except (OSError, ValueError, KeyError):
                 pass
@@ -267,10 +270,12 @@ class SliceStore:
 
                 geom = kw.get("geometry") or default_geometry(vol.shape[1:], spacing)
                 extra = {k: kw[k] for k in ("filter", "view_merge", "variance_downsample", "mu_water") if k in kw}
-                value = calibrate_i0(vol, spacing, geom, seed=0, device=kw.get("device", "cpu"), **extra).i0
+                calib = calibrate_i0(vol, spacing, geom, seed=0, device=kw.get("device", "cpu"), **extra)
+                value, chosen_filter = calib.i0, calib.filter
             else:
                 from ldct.simulate import simulate_doses
 
+                chosen_filter = None
                 res = simulate_doses(vol, [0.5], pixel_spacing_mm=spacing, mode=mode, seed=0)
                 value = float(res.parameters["noise_sigma"])
         except LdctError as exc:
@@ -278,8 +283,11 @@ class SliceStore:
                             f"(set data.sim.{field_name})", name) from None
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(p) as tmp:
-            tmp.write_text(json.dumps({field_name: value, "mode": mode, "sim": self.sim}, default=str))
+            tmp.write_text(json.dumps({field_name: value, "filter": chosen_filter, "mode": mode, "sim": self.sim},
+                                      default=str))
         self._noise[key] = {field_name: float(value)}
+        if chosen_filter:
+            self._noise[key]["filter"] = chosen_filter
         return self._noise[key]
 
     def is_cached(self, rec: SliceRecord, dose: float) -> bool:

@@ -70,7 +70,8 @@ class Method:
                 wrapped, opt = fabric.setup(net, self.optimizers[name])
                 self.nets[name], self.optimizers[name] = wrapped, opt
             elif name in self._frozen:
-                self.nets[name] = fabric.setup_module(net)
+                # nothing to train: DDP refuses modules without gradients, so only move it
+                self.nets[name] = fabric.to_device(net)
                 self.nets[name].eval()
             else:
                 self.nets[name] = fabric.setup_module(net)

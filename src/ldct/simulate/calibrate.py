@@ -61,6 +61,20 @@ def noise_level(images: np.ndarray, masks: np.ndarray, *, window: int = 7, quant
     return float(np.quantile(np.concatenate(vals), quantile))
 
 
+#: candidate FBP filters for ``filter="auto"``, smooth to sharp
+AUTO_FILTERS = ("hann", "shepp-logan", "ram-lak")
+
+
+def texture_ratio(images: np.ndarray, masks: np.ndarray) -> float:
+    """Share of the noise at high spatial frequency: noise level of a 1-pixel high-pass over the noise level.
+
+    Smooth-kernel (hann-like) noise is correlated over several pixels and gives a low ratio; sharp-kernel
+    (ram-lak-like) noise is close to white and gives a high one. Same estimator for a scan and for simulated noise.
+    """
+    hp = images - ndimage.gaussian_filter(images, sigma=(0, 1.0, 1.0))
+    return noise_level(hp, masks) / max(noise_level(images, masks), 1e-6)
+
+
 @dataclass
 class Calibration:
     """Result of :func:`calibrate_i0`."""
@@ -74,6 +88,12 @@ class Calibration:
     i0_ref: float
     slices: list[int]
     mask_pixels: int
+    filter: str = "hann"
+    """the FBP filter the calibration is for (chosen by noise texture when asked for "auto")"""
+    texture_scan: float | None = None
+    """the scan's :func:`texture_ratio` (``filter="auto"`` only)"""
+    texture_sim: float | None = None
+    """the chosen filter's simulated :func:`texture_ratio` (``filter="auto"`` only)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +129,9 @@ def calibrate_i0(
         hu: (Z, H, W) normal-dose slices in HU (one scan, one kernel).
         pixel_spacing_mm, geometry: as for the simulation itself.
         filter, view_merge, variance_downsample, mu_water: as for the simulation (they change the
-            simulated noise, so the calibration must use the same values).
+            simulated noise, so the calibration must use the same values). ``filter="auto"`` picks, from
+            :data:`AUTO_FILTERS`, the filter whose simulated noise texture (:func:`texture_ratio`) is closest
+            to the scan's own, so a sharp-kernel scan gets sharp noise and a smooth one smooth noise.
         seed: seeds the calibration run (None: fresh entropy; the estimate then varies by ~1 %).
         max_slices: slices used (those with the most homogeneous soft tissue).
         tcm: tube-current modulation strength, as for the simulation.
@@ -130,11 +152,21 @@ def calibrate_i0(
     p = line_integrals(hu_to_mu(x, mu_water), geometry, pixel_spacing_mm, variance_downsample=variance_downsample)
     gens = [slice_generator(None if seed is None else seed + 7919, k, dev) for k in idx]
     dp = full_dose_std(p, I0_REF * tube_current_modulation(p, tcm)) * standard_normal(tuple(p.shape[1:]), gens, dev)
-    noise = noise_image_hu(dp, geometry, sel.shape[1:], pixel_spacing_mm, filter=filter, view_merge=view_merge,
-                           mu_water=mu_water).cpu().numpy()
-    sigma_ref = noise_level(noise, masks)
     if not (math.isfinite(sigma_scan) and sigma_scan > 0):
         raise LdctError("could not measure the scan's noise (flat image?); pass an explicit --i0")
+    candidates = AUTO_FILTERS if filter == "auto" else (filter,)
+    tex_scan = texture_ratio(sel, masks) if filter == "auto" else None
+    best: tuple[float, str, float, float | None] | None = None
+    for name in candidates:
+        noise = noise_image_hu(dp, geometry, sel.shape[1:], pixel_spacing_mm, filter=name, view_merge=view_merge,
+                               mu_water=mu_water).cpu().numpy()
+        tex = texture_ratio(noise, masks) if tex_scan is not None else None
+        score = abs(tex - tex_scan) if tex is not None and tex_scan is not None else 0.0
+        if best is None or score < best[0]:
+            best = (score, name, noise_level(noise, masks), tex)
+    assert best is not None
+    _, chosen, sigma_ref, tex_sim = best
     i0 = I0_REF * (sigma_ref / sigma_scan) ** 2
     return Calibration(i0=float(i0), sigma_scan_hu=sigma_scan, sigma_ref_hu=sigma_ref, i0_ref=I0_REF,
-                       slices=[int(k) for k in idx], mask_pixels=n_pix)
+                       slices=[int(k) for k in idx], mask_pixels=n_pix, filter=chosen,
+                       texture_scan=tex_scan, texture_sim=tex_sim)

@@ -74,8 +74,8 @@ def check_dose(dose: float) -> float:
 def _check_inputs(arr: np.ndarray, doses: Sequence[float], mode: str, filter: str, ps: float, is_hu: bool) -> None:
     if mode not in MODES:
         raise LdctError(f"unknown simulation mode {mode!r}; known: {', '.join(MODES)}")
-    if filter not in FILTERS:
-        raise LdctError(f"unknown reconstruction filter {filter!r}; known: {', '.join(FILTERS)}")
+    if filter not in FILTERS and filter != "auto":
+        raise LdctError(f"unknown reconstruction filter {filter!r}; known: auto, {', '.join(FILTERS)}")
     if not (math.isfinite(ps) and ps > 0):
         raise LdctError(f"pixel spacing must be a positive number of mm, got {ps}")
     if not doses:
@@ -170,13 +170,18 @@ def simulate_doses(
                   variance_downsample=int(variance_downsample), tcm=float(tcm))
     todo = [d for d in doses if d < 1.0]
     calib: Calibration | None = None
-    if i0 is None and todo:
+    if i0 is not None and not (math.isfinite(i0) and i0 > 0):
+        raise LdctError(f"i0 must be a positive photon count, got {i0}")
+    if (i0 is None or filter == "auto") and todo:
         calib = calibrate_i0(vol, pixel_spacing_mm, geom, filter=filter, view_merge=view_merge,
                              variance_downsample=variance_downsample, mu_water=mu_water, seed=seed, device=dev,
                              max_slices=calibration_slices, tcm=tcm)
-        i0 = calib.i0
-    elif i0 is not None and not (math.isfinite(i0) and i0 > 0):
-        raise LdctError(f"i0 must be a positive photon count, got {i0}")
+        filter = calib.filter  # "auto" resolves to the filter matching the scan's noise texture
+        params["filter"] = filter
+        if i0 is None:
+            i0 = calib.i0
+        else:
+            calib = None  # the flux was given; only the filter came from the scan
     params.update(i0=None if i0 is None else float(i0), i0_source="calibrated" if calib else "given",
                   calibration=calib.to_dict() if calib else None)
     out = {d: vol.copy() for d in doses}
@@ -272,7 +277,8 @@ def simulate_low_dose(
             matches this input's measured noise (:func:`ldct.simulate.calibrate.calibrate_i0`; costs about
             one extra noise reconstruction on up to 4 slices; pass the value for repeated calls).
         sigma_e: electronic noise std (counts).
-        filter: FBP filter for the added noise: ram-lak, shepp-logan, cosine, hamming, hann.
+        filter: FBP filter for the added noise: ram-lak, shepp-logan, cosine, hamming, hann, or "auto" (the
+            filter whose noise texture matches the scan's own, chosen during calibration).
         seed: noise seed (same seed, same output); None = fresh randomness.
         geometry: fan-beam geometry; None = :func:`default_geometry` for this image.
         device: torch device ("cpu", "cuda").
