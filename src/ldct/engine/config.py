@@ -78,7 +78,7 @@ def bundled_recipes() -> list[str]:
 def recipe_path(spec: str | Path) -> Path:
     """A bundled recipe name or a YAML path -> the YAML file."""
     p = Path(spec)
-    if p.suffix.lower() in (".yaml", ".yml") or p.exists():
+    if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise LdctError("recipe file not found", p)
         return p
