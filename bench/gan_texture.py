@@ -66,17 +66,29 @@ def main() -> None:
         scale = int(meta.get("scale", 1))
         inp = ld if scale == 1 else area_down(ld, scale)
         if scale > 1:
-            up = F.interpolate(torch.from_numpy(inp[:, None]), scale_factor=scale, mode="bicubic")[:, 0].numpy()
+            up = F.interpolate(torch.from_numpy(inp[:, None]), scale_factor=scale, mode="bicubic")[
+                :, 0
+            ].numpy()
             rows.append(row(f"low dose x{scale} bicubic", up, nd, args.spacing))
-        out = predict_volume(method.inference_module(), inp, window=Window(float(w[0]), float(w[1]), "net"),
-                             scale=scale, channels=int(meta.get("channels", 1)))
+        out = predict_volume(
+            method.inference_module(),
+            inp,
+            window=Window(float(w[0]), float(w[1]), "net"),
+            scale=scale,
+            channels=int(meta.get("channels", 1)),
+        )
         net = (meta.get("network") or {}).get("name", "?")
         rows.append(row(f"{meta.get('method')}/{net} step {meta.get('step')}", out, nd, args.spacing))
     print("soft tissue window [-160, 240] HU (data range 400); noise in flat body soft tissue")
-    print(f"{'':38s} {'PSNR dB':>8s} {'SSIM':>7s} {'RMSE HU':>8s} {'std(out-nd)':>11s} {'NPS f_mean':>10s} {'NPS std':>8s}")
+    print(
+        f"{'':38s} {'PSNR dB':>8s} {'SSIM':>7s} {'RMSE HU':>8s} {'std(out-nd)':>11s} "
+        f"{'NPS f_mean':>10s} {'NPS std':>8s}"
+    )
     for r in rows:
-        print(f"{r['name']:38s} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['rmse']:8.1f} {r['resid']:11.1f} "
-              f"{r['f_mean']:10.3f} {r['nps_std']:8.1f}")
+        print(
+            f"{r['name']:38s} {r['psnr']:8.2f} {r['ssim']:7.4f} {r['rmse']:8.1f} {r['resid']:11.1f} "
+            f"{r['f_mean']:10.3f} {r['nps_std']:8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage as ndi
 
@@ -17,13 +18,24 @@ MAYO = ("L067_FD_3mm_smooth_0040.raw", "L067_FD_3mm_sharp_000149.raw")
 CORNERS = ((200, 160), (260, 300), (300, 200), (180, 260))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one intra-op thread is faster than two, and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def mayo_slice(shared_data: Path, name: str) -> np.ndarray:
     """(512, 512) float32 HU of one raw Mayo L067 slice (HU = value - 1024)."""
     raw = np.fromfile(shared_data / "mayo_L067_fd_raw" / name, dtype="<u2").reshape(512, 512)
     return raw.astype(np.float32) - 1024.0
 
 
-def ct_batch(shared_data: Path, size: int = 64, noise_hu: float = 40.0, seed: int = 0) -> dict[str, torch.Tensor]:
+def ct_batch(
+    shared_data: Path, size: int = 64, noise_hu: float = 40.0, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A batch of 4 real CT crops, (4, 1, size, size) in network range: ``nd`` the scan, ``ld`` the scan
     plus correlated Gaussian noise of ``noise_hu`` HU std."""
     rng = np.random.default_rng(seed)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_gan import one_thread  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
 from ldct.cli import main
 from ldct.io import read_volume
 
 NOISE_HU = 40.0
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,37 +44,79 @@ def data(shared_data: Path, tmp_path_factory) -> Path:
 
 
 COMMON = [
-    "--max-steps", "3",
-    "--set", "data.patch_size=32", "--set", "train.batch_size=2", "--set", "data.samples_per_epoch=16",
-    "--set", "train.log_every=1", "--set", "train.sample_every=0",
+    "--max-steps",
+    "3",
+    "--set",
+    "data.patch_size=32",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "data.samples_per_epoch=16",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.sample_every=0",
 ]
-PAIRED = ["--set", "data.kind=paired_dirs", "--set", "data.split={val: [P2], test: [P3]}", "--set", "train.val_every=3"]
+PAIRED = [
+    "--set",
+    "data.kind=paired_dirs",
+    "--set",
+    "data.split={val: [P2], test: [P3]}",
+    "--set",
+    "train.val_every=3",
+]
 TINY = {
     "wgan_gp": [
-        "--set", "args.generator={name: wgan_generator, channels: 8, depth: 3, residual: true}",
-        "--set", "args.critic={name: wgan_critic, channels: 8, hidden: 32}", "--set", "args.n_critic=2",
+        "--set",
+        "args.generator={name: wgan_generator, channels: 8, depth: 3, residual: true}",
+        "--set",
+        "args.critic={name: wgan_critic, channels: 8, hidden: 32}",
+        "--set",
+        "args.n_critic=2",
     ],
     "srgan_x4": [
-        "--set", "args.generator={name: srresnet, channels: 8, num_blocks: 2, residual: true}",
-        "--set", "args.discriminator={name: srgan_discriminator, channels: 8, hidden: 32}",
-        "--set", "args.pretrain_steps=1", "--set", "data.downsample=4",
+        "--set",
+        "args.generator={name: srresnet, channels: 8, num_blocks: 2, residual: true}",
+        "--set",
+        "args.discriminator={name: srgan_discriminator, channels: 8, hidden: 32}",
+        "--set",
+        "args.pretrain_steps=1",
+        "--set",
+        "data.downsample=4",
     ],
     "pix2pix": [
-        "--set", "args.generator={name: unet, width: 8, depth: 2}",
-        "--set", "args.discriminator={name: patchgan, channels: 8}",
+        "--set",
+        "args.generator={name: unet, width: 8, depth: 2}",
+        "--set",
+        "args.discriminator={name: patchgan, channels: 8}",
     ],
     "cyclegan": [
-        "--set", "args.generator={name: resnet, width: 8, num_blocks: 2}",
-        "--set", "args.discriminator={name: patchgan, channels: 8, norm: instance}", "--set", "args.pool_size=4",
+        "--set",
+        "args.generator={name: resnet, width: 8, num_blocks: 2}",
+        "--set",
+        "args.discriminator={name: patchgan, channels: 8, norm: instance}",
+        "--set",
+        "args.pool_size=4",
     ],
 }
-NETS = {"wgan_gp": {"G", "D"}, "srgan_x4": {"G", "D"}, "pix2pix": {"G", "D"}, "cyclegan": {"G", "F", "D_ND", "D_LD"}}
+NETS = {
+    "wgan_gp": {"G", "D"},
+    "srgan_x4": {"G", "D"},
+    "pix2pix": {"G", "D"},
+    "cyclegan": {"G", "F", "D_ND", "D_LD"},
+}
 
 
 def train_args(recipe: str, data: Path, out: Path) -> list[str]:
     if recipe == "cyclegan":
-        where = ["--data", str(data / "unpaired"), "--set", f"data.ld_root={data / 'unpaired' / 'ld'}",
-                 "--set", f"data.nd_root={data / 'unpaired' / 'nd'}"]
+        where = [
+            "--data",
+            str(data / "unpaired"),
+            "--set",
+            f"data.ld_root={data / 'unpaired' / 'ld'}",
+            "--set",
+            f"data.nd_root={data / 'unpaired' / 'nd'}",
+        ]
     else:
         where = ["--data", str(data / "pairs"), *PAIRED]
     return ["train", recipe, "--out", str(out), *where, *COMMON, *TINY[recipe]]
@@ -104,8 +148,20 @@ def test_train_evaluate_denoise(recipe, data, tmp_path, capsys):
     # evaluate on paired data: the run's test patient (CycleGAN, trained unpaired, has no split: all)
     ev = tmp_path / "eval"
     split = ["--split", "all"] if recipe == "cyclegan" else []
-    code = main(["evaluate", str(run), "--data", str(data / "pairs"), "--out", str(ev), "--no-baselines", *split,
-                 "--max-slices", "1"])
+    code = main(
+        [
+            "evaluate",
+            str(run),
+            "--data",
+            str(data / "pairs"),
+            "--out",
+            str(ev),
+            "--no-baselines",
+            *split,
+            "--max-slices",
+            "1",
+        ]
+    )
     assert code == 0
     summary = json.loads((ev / "summary.json").read_text())
     assert "PSNR" in json.dumps(summary) or "psnr" in json.dumps(summary)

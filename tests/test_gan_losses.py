@@ -7,11 +7,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_gan import ct_batch
+from helpers_gan import (
+    ct_batch,
+    one_thread,  # noqa: F401  (fixture)
+)
 from torch import nn
 
 from ldct.errors import LdctError
 from ldct.losses.adversarial import GANLoss, ImagePool, gradient_penalty
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_critic(w: torch.Tensor) -> nn.Module:
@@ -119,7 +124,11 @@ def teacher_checkpoint(tmp_path_factory):
 
     torch.manual_seed(0)
     method = Supervised(net={"name": "autoencoder", "channels": [4, 8, 8]}, loss="l1")
-    recipe = {"method": "supervised", "args": {"net": {"name": "autoencoder", "channels": [4, 8, 8]}}, "data": {}}
+    recipe = {
+        "method": "supervised",
+        "args": {"net": {"name": "autoencoder", "channels": [4, 8, 8]}},
+        "data": {},
+    }
     path = tmp_path_factory.mktemp("teacher") / "weights.safetensors"
     save_weights(path, method.weights(), make_meta(method, recipe, step=0))
     return path, method.nets["net"]
@@ -167,3 +176,33 @@ def test_feature_loss_bad_files(tmp_path):
     bad.write_bytes(b"\x80\x04junk")
     with pytest.raises(LdctError, match="pickle"):
         FeatureLoss(weights=str(bad))
+
+
+def test_wgan_gp_feature_loss_from_checkpoint(shared_data, teacher_checkpoint):
+    """The optional perceptual term: built when training starts (a missing file fails at setup, not when
+    a checkpoint is rebuilt for evaluate/denoise), logged as g_feature and part of the generator loss."""
+    from lightning.fabric import Fabric
+
+    from ldct.engine.config import validate_method_args
+    from ldct.methods.wgan_gp import WGANGP
+
+    path, _ = teacher_checkpoint
+    tiny = {
+        "generator": {"name": "wgan_generator", "channels": 8, "depth": 3, "residual": True},
+        "critic": {"name": "wgan_critic", "channels": 8, "hidden": 16},
+        "n_critic": 1,
+    }
+    args = validate_method_args(
+        "wgan_gp", {**tiny, "feature_loss": {"name": "feature", "weights": str(path)}}
+    )
+    method = WGANGP(**args)
+    method.setup(Fabric(accelerator="cpu", devices=1))
+    logs = method.training_step(ct_batch(shared_data), 0)
+    assert logs["g_feature"] > 0
+    expected = 1e-3 * logs["g_adv"] + logs["g_content"] + 0.1 * logs["g_feature"]
+    assert logs["loss_g"] == pytest.approx(expected, rel=1e-5)
+
+    missing = WGANGP(**{**args, "feature_loss": {"name": "feature", "weights": "/nonexistent/teacher"}})
+    assert missing.inference_net == "G"  # rebuilding (evaluate/denoise) does not read the file
+    with pytest.raises(LdctError, match="not found"):
+        missing.setup(Fabric(accelerator="cpu", devices=1))

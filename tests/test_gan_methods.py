@@ -10,32 +10,40 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_gan import Recorder, ct_batch, photo_batch, same
+from helpers_gan import (
+    Recorder,
+    ct_batch,
+    one_thread,  # noqa: F401  (fixture)
+    photo_batch,
+    same,
+)
 from lightning.fabric import Fabric
 
 from ldct.errors import LdctError
 from ldct.methods.base import METHODS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {
-    "wgan_gp": dict(
-        generator={"name": "wgan_generator", "channels": 8, "depth": 4, "residual": True},
-        critic={"name": "wgan_critic", "channels": 8, "hidden": 32},
-        n_critic=3,
-    ),
-    "srgan": dict(
-        generator={"name": "srresnet", "channels": 8, "num_blocks": 2, "residual": True},
-        discriminator={"name": "srgan_discriminator", "channels": 8, "hidden": 32},
-        scale=4,
-    ),
-    "pix2pix": dict(
-        generator={"name": "unet", "width": 8, "depth": 2},
-        discriminator={"name": "patchgan", "channels": 8},
-    ),
-    "cyclegan": dict(
-        generator={"name": "resnet", "width": 8, "num_blocks": 2},
-        discriminator={"name": "patchgan", "channels": 8, "norm": "instance"},
-        pool_size=4,
-    ),
+    "wgan_gp": {
+        "generator": {"name": "wgan_generator", "channels": 8, "depth": 4, "residual": True},
+        "critic": {"name": "wgan_critic", "channels": 8, "hidden": 32},
+        "n_critic": 3,
+    },
+    "srgan": {
+        "generator": {"name": "srresnet", "channels": 8, "num_blocks": 2, "residual": True},
+        "discriminator": {"name": "srgan_discriminator", "channels": 8, "hidden": 32},
+        "scale": 4,
+    },
+    "pix2pix": {
+        "generator": {"name": "unet", "width": 8, "depth": 2},
+        "discriminator": {"name": "patchgan", "channels": 8},
+    },
+    "cyclegan": {
+        "generator": {"name": "resnet", "width": 8, "num_blocks": 2},
+        "discriminator": {"name": "patchgan", "channels": 8, "norm": "instance"},
+        "pool_size": 4,
+    },
 }
 
 
@@ -52,7 +60,9 @@ def sr_batch(batch: dict[str, torch.Tensor], scale: int) -> dict[str, torch.Tens
     return {**batch, "ld": F.avg_pool2d(batch["ld"], scale)}
 
 
-def check_gan_phases(rec: Recorder, g_names: list[str], d_names: list[str], steps_per_call: list[str], calls: int):
+def check_gan_phases(
+    rec: Recorder, g_names: list[str], d_names: list[str], steps_per_call: list[str], calls: int
+):
     """Order of optimizer events, own-network-only updates, detached fakes and a frozen D."""
     net_of = {n: n for n in g_names + d_names}
     assert rec.step_names() == steps_per_call * calls
@@ -239,9 +249,10 @@ def test_cyclegan_pool_state_round_trip(shared_data):
     state = method.extra_state()
     other = make("cyclegan")
     other.load_extra_state(state)
-    assert same(
-        [im for im in other.pools["nd"].images], [im for im in method.pools["nd"].images]
-    ) and len(other.pools["ld"].images) == 4
+    assert (
+        same([im for im in other.pools["nd"].images], [im for im in method.pools["nd"].images])
+        and len(other.pools["ld"].images) == 4
+    )
 
 
 def test_bad_network_key_names_itself():

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_gan import ct_batch
+from helpers_gan import (
+    ct_batch,
+    one_thread,  # noqa: F401  (fixture)
+)
 
 import ldct.models  # noqa: F401  (registers the networks)
 from ldct.models.registry import NETWORKS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("scale", [4, 2])
@@ -66,6 +71,6 @@ def test_patchgan_receptive_field_is_70():
     cols = torch.nonzero(x.grad[0].abs().sum(0).sum(0)).flatten()
     assert rows.max() - rows.min() + 1 == 70 and cols.max() - cols.min() + 1 == 70
     for norm in ("batch", "instance"):
-        assert NETWORKS.build("patchgan", in_channels=6, norm=norm, channels=8)(torch.randn(2, 6, 64, 64)).shape == (
-            2, 1, 6, 6
-        )
+        assert NETWORKS.build("patchgan", in_channels=6, norm=norm, channels=8)(
+            torch.randn(2, 6, 64, 64)
+        ).shape == (2, 1, 6, 6)

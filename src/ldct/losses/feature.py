@@ -39,9 +39,12 @@ def _load_network(weights: str, network: dict[str, Any] | None, net: str | None)
     if network is None:
         meta = read_meta(path)  # raises a clear LdctError for a file without ldct metadata
         net = net or str(meta.get("inference_net", "net"))
-        network = (meta.get("networks") or {}).get(net) or (meta.get("network") if net == meta.get("inference_net") else None)
+        network = (meta.get("networks") or {}).get(net) or (
+            meta.get("network") if net == meta.get("inference_net") else None
+        )
         if not network:
-            raise LdctError(f"feature loss: the checkpoint has no network {net!r}; networks: {sorted(meta.get('networks') or {})}", path)
+            known = sorted(meta.get("networks") or {})
+            raise LdctError(f"feature loss: the checkpoint has no network {net!r}; networks: {known}", path)
     model = build_network(network, where="feature loss network")
     model.load_state_dict(_match_prefix(model, tensors, net, path))
     model.requires_grad_(False)
@@ -49,7 +52,9 @@ def _load_network(weights: str, network: dict[str, Any] | None, net: str | None)
     return model
 
 
-def _match_prefix(net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str | None, path: Path) -> dict[str, torch.Tensor]:
+def _match_prefix(
+    net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str | None, path: Path
+) -> dict[str, torch.Tensor]:
     """The part of ``tensors`` that is ``net``'s state dict: as is, or under ``<prefix>.`` (ldct
     checkpoints store ``<net>.<param>``), or under the one ``<name>.`` prefix that matches exactly."""
     want = set(net.state_dict())
@@ -64,8 +69,15 @@ def _match_prefix(net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str 
     if len(hits) == 1:
         return hits[0][1]
     if hits:
-        raise LdctError(f"feature loss: several networks fit ({', '.join(h for h, _ in hits)}); choose one with 'net'", path)
-    raise LdctError("feature loss: these weights do not fit the feature network" + (f" under {prefix!r}" if prefix else ""), path)
+        raise LdctError(
+            f"feature loss: several networks fit ({', '.join(h for h, _ in hits)}); choose one with 'net'",
+            path,
+        )
+    raise LdctError(
+        "feature loss: these weights do not fit the feature network"
+        + (f" under {prefix!r}" if prefix else ""),
+        path,
+    )
 
 
 @LOSSES.register("feature")
@@ -102,7 +114,9 @@ class FeatureLoss(nn.Module):
         modules = dict(model.named_modules())
         missing = [n for n in self.layers if n not in modules]
         if missing:
-            raise LdctError(f"feature loss: the network has no module(s) {missing}; e.g. {list(modules)[1:8]}", weights)
+            raise LdctError(
+                f"feature loss: the network has no module(s) {missing}; e.g. {list(modules)[1:8]}", weights
+            )
         self._store: dict[str, torch.Tensor] = {}
         for n in self.layers:
             modules[n].register_forward_hook(self._hook(n))

@@ -4,8 +4,10 @@ Generators ``G``: LD -> ND (used for inference) and ``F``: ND -> LD; PatchGAN di
 (real normal dose vs G's output) and ``D_LD``. Batches come from ``data.kind: unpaired``: ``ld`` and
 ``nd`` are unrelated images. With x = ld, y = nd:
 
-- generators (discriminators frozen): ``adversarial_weight * (GAN(D_ND(G(x)), real) + GAN(D_LD(F(y)), real))
-  + cycle_weight * (||F(G(x)) - x||_1 + ||G(F(y)) - y||_1) + identity_weight * (||G(y) - y||_1 + ||F(x) - x||_1)``
+- generators (discriminators frozen):
+  ``adversarial_weight * (GAN(D_ND(G(x)), real) + GAN(D_LD(F(y)), real))
+  + cycle_weight * (||F(G(x)) - x||_1 + ||G(F(y)) - y||_1)
+  + identity_weight * (||G(y) - y||_1 + ||F(x) - x||_1)``
   (L1 = mean absolute difference; defaults 1, 10, 5; least-squares GAN);
 - discriminators, on fakes drawn from a pool of the last 50 (detached):
   ``(GAN(D(real), real) + GAN(D(pool(fake)), fake)) / 2`` each.

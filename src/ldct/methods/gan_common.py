@@ -120,7 +120,9 @@ class GANMethod(Method):
         device = next(self.parameters_of(self.inference_net)).device
         for name, pool in self.pools.items():
             prefix = f"pool.{name}."
-            pool.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, device)
+            pool.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, device
+            )
 
 
 def check_output_size(fake: torch.Tensor, target: torch.Tensor, who: str) -> None:

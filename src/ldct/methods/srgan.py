@@ -78,7 +78,11 @@ class SRGAN(GANMethod):
             g_loss = self.content_weight * content
             self.backward(g_loss)
             opt_g.step()
-            return {"loss": float(g_loss.detach()), "loss_g": float(g_loss.detach()), "g_content": float(content.detach())}
+            return {
+                "loss": float(g_loss.detach()),
+                "loss_g": float(g_loss.detach()),
+                "g_content": float(content.detach()),
+            }
 
         # ---- discriminator on real HR and detached fakes ----------------------------------------
         set_requires_grad(D, True)

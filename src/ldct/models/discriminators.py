@@ -63,12 +63,25 @@ class SRGANDiscriminator(nn.Module):
 
     def __init__(self, *, in_channels: int = 1, channels: int = 64, pool_size: int = 4, hidden: int = 1024):
         super().__init__()
-        widths = [channels, channels, 2 * channels, 2 * channels, 4 * channels, 4 * channels, 8 * channels, 8 * channels]
+        widths = [
+            channels,
+            channels,
+            2 * channels,
+            2 * channels,
+            4 * channels,
+            4 * channels,
+            8 * channels,
+            8 * channels,
+        ]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1), _lrelu()]
         c_in = widths[0]
         for i, c in enumerate(widths[1:], start=1):
             stride = 2 if i % 2 == 1 else 1
-            layers += [nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c), _lrelu()]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                _lrelu(),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.head = _DenseHead(c_in, pool_size, hidden)
