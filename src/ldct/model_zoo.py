@@ -120,7 +120,12 @@ class ModelInfo:
     def trained_on(self) -> str:
         v = _find(self.meta, "trained_on") or _find(self.meta, "data_summary") or _find(self.meta, "data")
         if isinstance(v, dict):
-            v = v.get("description") or v.get("source") or v.get("path") or ", ".join(f"{k}={v[k]}" for k in v)
+            split = v.get("split") if isinstance(v.get("split"), dict) else {}
+            if split.get("train"):  # a data summary: say which patients and how many slices
+                n = (v.get("slices") or {}).get("train") if isinstance(v.get("slices"), dict) else None
+                v = f"{len(split['train'])} patients" + (f", {n} slices" if n else "") + f" ({v.get('kind', '?')})"
+            else:
+                v = v.get("description") or v.get("source") or v.get("path") or v.get("kind")
         return str(v) if v else "?"
 
     @property
