@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from ldct.infer import predict_volume
 from ldct.io import read_volume
