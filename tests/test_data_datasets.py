@@ -146,3 +146,53 @@ def test_manifest_written_by_ldct_simulate(shared_data, tmp_path):
     np.testing.assert_array_equal(nd[0], read_volume(src).data[k])
     item = b.train[0]
     assert float(item["dose"]) in (0.25, 0.5) and item["ld"].shape == (1, 32, 32)
+
+
+def test_unpaired_folders_under_the_data_root(pairs, tmp_path):
+    """``kind: unpaired`` needs no roots in the recipe: ``--data ROOT`` holds ld/ and nd/ (or ld_root /
+    nd_root relative to ROOT); a missing folder is one error naming it."""
+    import shutil
+
+    from ldct.data.config import parse_data_config
+
+    assert parse_data_config({"kind": "unpaired"}).ld_root is None  # checked where the paths are resolved
+    root = tmp_path / "unpaired"
+    for role, pid, src in (("ld", "P1", "quarter_dose"), ("nd", "P2", "full_dose")):
+        (root / role / pid).mkdir(parents=True)
+        shutil.copy(pairs / pid / src / "ct.npy", root / role / pid / "ct.npy")
+    cfg = {"root": str(root), "kind": "unpaired", "patch_size": 32, "split": {"val": 0, "test": 0},
+           "samples_per_epoch": 8}
+    b = build_datasets(cfg, run_dir=tmp_path / "a", progress=False)
+    item = b.train[0]
+    assert item["ld"].shape == item["nd"].shape == (1, 32, 32)
+    assert {Path(r.source).parent.name for r in b.train.ld_records} == {"P1"}
+    assert {Path(r.source).parent.name for r in b.train.nd_records} == {"P2"}
+    (root / "low").mkdir()
+    (root / "ld").rename(root / "low" / "ld")
+    b = build_datasets({**cfg, "ld_root": "low/ld"}, run_dir=tmp_path / "b", progress=False)  # relative to root
+    assert all(Path(r.source).parts[-4:-1] == ("low", "ld", "P1") for r in b.train.ld_records)
+    with pytest.raises(LdctError, match="unpaired low-dose folder not found") as e:
+        build_datasets(cfg, run_dir=tmp_path / "c", progress=False)
+    assert str(root / "ld") in str(e.value)
+    with pytest.raises(LdctError, match=r"normal-dose folder not found \(data.nd_root\)"):
+        build_datasets({**cfg, "ld_root": "low/ld", "nd_root": "nope"}, run_dir=tmp_path / "d", progress=False)
+
+
+def test_super_resolution_of_slices_not_a_multiple_of_the_factor(shared_data, abdomen, tmp_path):
+    """The NIfTI abdomen's 101x122 slices at x4: the normal dose is cropped to 100x120 (bottom/right),
+    the low dose is 25x30, so a x4 network's output matches the target in validation and evaluation."""
+    from ldct.data.build import eval_dataset
+
+    cfg = {**abdomen, "downsample": 4, "sim": {"mode": "gaussian"}, "split": {"val": 0, "test": 0}}
+    ds, _ = eval_dataset(cfg, cache_dir=abdomen["cache_dir"])
+    vol = read_volume(shared_data / "volumes" / "abdomen_3mm.nii.gz").data
+    assert vol.shape[1:] == (101, 122)
+    ld, nd, meta = ds.get_hu(0)
+    assert nd.shape == (1, 100, 120) and ld.shape == (1, 25, 30)
+    np.testing.assert_array_equal(nd[0], vol[meta["slice_index"], :100, :120])
+    item = ds[0]
+    up = torch.nn.functional.interpolate(item["ld"][None], scale_factor=4, mode="bicubic")
+    assert up.shape[1:] == item["nd"].shape
+    # the low dose is the 4x4 area average of the (noisy) normal dose: strongly correlated
+    small = nd[0].reshape(25, 4, 30, 4).mean(axis=(1, 3))
+    assert np.corrcoef(small.ravel(), ld[0].ravel())[0, 1] > 0.9

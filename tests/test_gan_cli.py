@@ -109,14 +109,7 @@ NETS = {
 
 def train_args(recipe: str, data: Path, out: Path) -> list[str]:
     if recipe == "cyclegan":
-        where = [
-            "--data",
-            str(data / "unpaired"),
-            "--set",
-            f"data.ld_root={data / 'unpaired' / 'ld'}",
-            "--set",
-            f"data.nd_root={data / 'unpaired' / 'nd'}",
-        ]
+        where = ["--data", str(data / "unpaired")]  # holds ld/ and nd/ (the unpaired convention)
     else:
         where = ["--data", str(data / "pairs"), *PAIRED]
     return ["train", recipe, "--out", str(out), *where, *COMMON, *TINY[recipe]]

@@ -87,6 +87,35 @@ def test_report_of_the_evaluation_folder_includes_the_run(run_dir, tmp_path):
     assert "training loss" in html and "per-dose metrics" in html and "validation metrics" in html
 
 
+def test_report_of_slices_of_different_sizes(run_dir, shared_data, tmp_path):
+    """`ldct evaluate --split all` over patients scanned on different grids: a 512x512 chest slice and a
+    101x122 abdomen slice share one dose; they are kept (the smaller centred on air) and the report renders."""
+    from ldct.io import read_volume
+    from ldct.report.samples import PAD_HU, read_samples, write_samples
+
+    big = read_volume(shared_data / "chest_dicom").data[10]
+    small = read_volume(shared_data / "volumes" / "abdomen_3mm.nii.gz").data[50]
+    assert big.shape == (512, 512) and small.shape == (101, 122)
+    ev = tmp_path / "eval"
+    shutil.copytree(run_dir / "eval_all", ev)
+    items = [{"ld": im + 30.0, "out": im + 3.0, "nd": im, "patient_id": pid, "slice_index": z}
+             for im, pid, z in ((big, "chest", 10), (small, "abd", 50))]
+    write_samples({0.25: items}, ev / "samples.npz", model="dncnn")
+    (case,) = read_samples(ev / "samples.npz")
+    assert case.panels["normal_dose"].shape == (2, 512, 512) and case.slice_labels == ["chest slice 10", "abd slice 50"]
+    top, left = (512 - 101) // 2, (512 - 122) // 2
+    got = case.panels["output"][1]
+    np.testing.assert_array_equal(got[top:top + 101, left:left + 122], np.rint(small + 3.0))
+    assert (got[:top] == PAD_HU).all() and (got[:, :left] == PAD_HU).all()
+    np.testing.assert_array_equal(case.panels["low_dose"][0], np.rint(big + 30.0))
+    out = tmp_path / "r.html"
+    assert main(["report", str(ev), "-o", str(out)]) == 0
+    (c,) = _payload(out.read_text())["cases"]
+    assert (c["slices"], c["height"], c["width"]) == (2, 512, 512)
+    shown = np.frombuffer(zlib.decompress(base64.b64decode(c["panels"]["normal_dose"][1])), "<i2").reshape(512, 512)
+    np.testing.assert_array_equal(shown[top:top + 101, left:left + 122], np.rint(small))
+
+
 def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",

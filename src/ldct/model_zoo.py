@@ -121,7 +121,9 @@ class ModelInfo:
         v = _find(self.meta, "trained_on") or _find(self.meta, "data_summary") or _find(self.meta, "data")
         if isinstance(v, dict):
             split = v.get("split") if isinstance(v.get("split"), dict) else {}
-            if split.get("train"):  # a data summary: say which patients and how many slices
+            if split.get("train") and v.get("kind") == "photos":
+                v = f"{len(split['train'])} photographs (photos)"
+            elif split.get("train"):  # a data summary: say which patients and how many slices
                 n = (v.get("slices") or {}).get("train") if isinstance(v.get("slices"), dict) else None
                 v = f"{len(split['train'])} patients" + (f", {n} slices" if n else "") + f" ({v.get('kind', '?')})"
             else:
@@ -148,6 +150,20 @@ def _find(meta: dict[str, Any], key: str, depth: int = 0) -> Any:
                 if found not in (None, ""):
                     return found
     return None
+
+
+def data_kind_of(meta: dict[str, Any]) -> str:
+    """What a model was trained on: ``"photos"`` (``data.kind: photos``: PNG/JPG intensities) or ``"ct"`` (HU).
+
+    Reads ``data_kind`` (written since photographs were supported), else the recipe's or the data summary's
+    ``kind``; models without either (older ones, the bundled default) are CT models."""
+    kind = meta.get("data_kind")
+    if kind in ("photos", "ct"):
+        return str(kind)
+    for section in ((meta.get("recipe") or {}).get("data"), meta.get("data_summary")):
+        if isinstance(section, dict) and section.get("kind") == "photos":
+            return "photos"
+    return "ct"
 
 
 def hu_window_of(meta: dict[str, Any]) -> Window:
@@ -247,6 +263,16 @@ class LoadedModel:
     @property
     def network(self) -> str:
         return str(_find(self.meta, "network") or "?")
+
+    @property
+    def data_kind(self) -> str:
+        """``"photos"`` for a model trained on photographs (``data.kind: photos``), else ``"ct"``."""
+        return data_kind_of(self.meta)
+
+    @property
+    def full_scale(self) -> float:
+        """The intensity full scale of a photo model's training images (255 for 8-bit)."""
+        return float(self.meta.get("full_scale") or (self.meta.get("data_summary") or {}).get("full_scale") or 255.0)
 
     def describe(self) -> str:
         return f"{self.name} ({self.method}/{self.network})"

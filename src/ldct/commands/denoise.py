@@ -9,7 +9,7 @@ import typer
 from ldct.errors import LdctError
 
 
-def _progress_bar():
+def _progress_bar(unit: str = "slices"):
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -24,7 +24,7 @@ def _progress_bar():
         TextColumn("[bold]denoising"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("slices"),
+        TextColumn(unit),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TextColumn("eta"),
@@ -37,8 +37,10 @@ def _progress_bar():
 def register(app: typer.Typer) -> None:
     @app.command("denoise")
     def denoise(
-        inp: Path = typer.Argument(..., metavar="IN", help="DICOM series folder, NIfTI (.nii/.nii.gz) or .npy (HU)."),
-        out: Path = typer.Option(..., "-o", "--out", help="Output: folder (DICOM series), .nii/.nii.gz or .npy."),
+        inp: Path = typer.Argument(..., metavar="IN", help="DICOM series folder, NIfTI (.nii/.nii.gz) or .npy (HU); "
+                                   "for a model trained on photographs a PNG/JPG file or a folder of them."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output: folder (DICOM series), .nii/.nii.gz or .npy; "
+                                 "photographs: a .png file, or a folder for a folder."),
         model: str = typer.Option(None, "--model", "-m", help="Model name (see `ldct models`) or path to a "
                                   "run folder, checkpoint or .safetensors model. Default: the bundled model."),
         dose: float = typer.Option(None, "--dose", help="Dose fraction in (0, 1] for dose-conditioned models."),
@@ -57,7 +59,11 @@ def register(app: typer.Typer) -> None:
                                         "(HU), to estimate the dose from image noise."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     ) -> None:
-        """Denoise a low-dose CT scan; writes the same kind of output (DICOM series with new UIDs, NIfTI, npy)."""
+        """Denoise a low-dose CT scan; writes the same kind of output (DICOM series with new UIDs, NIfTI, npy).
+
+        A model trained on photographs (`ldct train pix2pix_photos`) denoises a PNG/JPG (-> PNG of the same
+        size and mode) or a folder of them (-> a folder of PNGs)."""
+        from ldct.infer.photos import check_model_input, is_photo_input
         from ldct.infer.pipeline import check_dose, check_paths, denoise_path, output_kind
         from ldct.model_zoo import load_model
 
@@ -65,8 +71,14 @@ def register(app: typer.Typer) -> None:
         if precision not in ("auto", "32", "bf16", "16"):
             raise LdctError(f"--precision {precision!r}: use auto, 32, bf16 or 16")
         check_paths(inp, out, overwrite=overwrite, preview=preview)
-        output_kind(out)
+        if not is_photo_input(inp):
+            output_kind(out)
         loaded = load_model(model)
+        check_model_input(loaded, inp)  # a CT model on a photograph or a photo model on CT: one line
+        if loaded.data_kind == "photos":
+            _denoise_photos(inp, out, loaded, dose=dose, device=device, tile=tile, overlap=overlap,
+                            precision=precision, overwrite=overwrite, preview=preview)
+            return
         bar = _progress_bar()
         task = None
 
@@ -101,6 +113,39 @@ def register(app: typer.Typer) -> None:
             )
         else:
             typer.echo(f"noise std in body soft tissue: not measured ({res.noise_how})")
+        if res.preview is not None:
+            typer.echo(f"preview: {res.preview}")
+
+    def _denoise_photos(inp: Path, out: Path, loaded, *, dose: float | None, **kw) -> None:
+        from ldct.infer.photos import denoise_photos
+
+        bar = _progress_bar("images")
+        task = None
+
+        def on_start(n: int) -> None:
+            nonlocal task
+            typer.echo(f"model: {loaded.describe()} from {loaded.source} (trained on photographs)", err=True)
+            typer.echo(f"input: {inp} ({n} photograph{'s' if n != 1 else ''})", err=True)
+            if dose is not None:
+                typer.echo(f"--dose {dose:g} ignored: photographs have no dose", err=True)
+            bar.start()
+            task = bar.add_task("denoise", total=n, rate="")
+
+        def progress(done: int, total: int) -> None:
+            t = bar.tasks[0]
+            bar.update(task, completed=done, rate=f"{done / t.elapsed:.2f} images/s" if t.elapsed else "")
+
+        try:
+            res = denoise_photos(inp, out, model=loaded, progress=progress, on_start=on_start, **kw)
+        finally:
+            bar.stop()
+        sizes = sorted(set(res.sizes))
+        size = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes"
+        typer.echo(f"wrote {res.output} ({res.images} image{'s' if res.images != 1 else ''}, {size}, PNG)")
+        typer.echo(f"time: {res.seconds:.2f} s on {res.device}, {res.images_per_s:.2f} images/s")
+        if res.noise_before is not None and res.noise_after is not None:
+            typer.echo(f"noise std (estimated blind, skimage.restoration.estimate_sigma, 0..255 units): "
+                       f"{res.noise_before:.1f} before, {res.noise_after:.1f} after")
         if res.preview is not None:
             typer.echo(f"preview: {res.preview}")
 

@@ -6,6 +6,7 @@
 - :mod:`ldct.data.store` — per-slice cache and low dose simulated once per slice.
 - :mod:`ldct.data.patches` — body-biased crops, flips and rotations.
 - :mod:`ldct.data.datasets` — torch datasets (training patches, whole slices, unpaired patches).
+- :mod:`ldct.data.photos` — ``kind: photos``: PNG/JPG photographs with image-domain noise, split by file.
 - :mod:`ldct.data.build` — :func:`build_datasets`, from a ``data:`` section to a :class:`DataBundle`.
 """
 

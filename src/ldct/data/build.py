@@ -200,8 +200,7 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
     if kind == "unpaired":
         if cfg.downsample != 1:
             raise LdctError("data.downsample > 1 is not supported for unpaired data", root)
-        ld_root = Path(cfg.ld_root) if cfg.ld_root else root / "ld"
-        nd_root = Path(cfg.nd_root) if cfg.nd_root else root / "nd"
+        ld_root, nd_root = unpaired_roots(cfg)
         ld_store = SliceStore(cache_dir, sim=cfg.sim, seed=cfg.seed)
         ld_records = _records_from_scans(ld_store, _discover(ld_root, cfg), cfg)
         nd_scans = _discover(nd_root, cfg)
@@ -210,10 +209,35 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
     raise LdctError(f"unknown data.kind {kind!r}")  # pragma: no cover - validated in config
 
 
+def unpaired_roots(cfg: DataConfig) -> tuple[Path, Path]:
+    """The (low-dose, normal-dose) folders of ``kind: unpaired`` data.
+
+    Convention: ``ROOT/ld`` and ``ROOT/nd`` under the data root (``ldct train --data ROOT``);
+    ``data.ld_root``/``data.nd_root`` override them, relative paths being taken from ROOT (from the
+    working directory when there is no root). A missing folder raises one LdctError naming it.
+    """
+    base = Path(cfg.root) if cfg.root else None
+    out = []
+    for given, default, what in ((cfg.ld_root, "ld", "low-dose"), (cfg.nd_root, "nd", "normal-dose")):
+        if given is None and base is None:
+            raise LdctError(f"unpaired data needs a {what} folder: pass --data ROOT holding ld/ and nd/ "
+                            f"(or set data.{default}_root)")
+        p = Path(given) if given is not None else Path(default)
+        p = base / p if base is not None and not p.is_absolute() else p
+        if not p.is_dir():
+            hint = (f"data.{default}_root" if given is not None
+                    else f"the data root must hold ld/ and nd/ folders, or set data.{default}_root")
+            raise LdctError(f"unpaired {what} folder not found ({hint})", p)
+        out.append(p)
+    return out[0], out[1]
+
+
 def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, patients: list[str] | None = None,
                  doses: list[float] | None = None) -> tuple[SliceDataset, Sources]:
     """Whole-slice dataset of ``patients`` (None = all) at ``doses`` (default: the data's), for evaluation."""
     cfg = cfg if isinstance(cfg, DataConfig) else parse_data_config(cfg)
+    if cfg.kind == "photos":
+        raise LdctError("evaluating on photographs is not supported yet (data.kind photos)", cfg.root)
     src = load_records(cfg, cache_dir)
     if src.kind == "unpaired":
         raise LdctError("cannot evaluate on unpaired data: give paired data (a manifest, full/low-dose "
@@ -251,6 +275,10 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.root is None and not (cfg.ld_root and cfg.nd_root):
         raise LdctError("no data given: pass --data DIR or set data.root in the recipe")
+    if cfg.kind == "photos":  # photographs with added noise: no CT, no patients (ldct.data.photos)
+        from ldct.data.photos import build_photo_datasets
+
+        return build_photo_datasets(cfg, run_dir=run_dir, seed=seed)
     root = Path(cfg.root) if cfg.root else Path(cfg.nd_root)  # type: ignore[arg-type]
     if not root.exists():
         raise LdctError("data path does not exist", root)

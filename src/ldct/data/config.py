@@ -8,7 +8,7 @@ Example::
 
     data:
       root: ../shared/data          # also given by `ldct train --data`
-      kind: simulated               # simulated | manifest | paired_dirs | unpaired | auto
+      kind: simulated               # simulated | manifest | paired_dirs | unpaired | photos | auto
       doses: [0.25]                 # evaluation dose levels (and training ones without dose_range)
       sim: {mode: projection}       # passed to ldct.simulate.simulate_low_dose
       patch_size: 64
@@ -25,7 +25,7 @@ from typing import Any
 from ldct.errors import LdctError
 from ldct.hu import Window
 
-KINDS = ("auto", "simulated", "manifest", "paired_dirs", "unpaired")
+KINDS = ("auto", "simulated", "manifest", "paired_dirs", "unpaired", "photos")
 
 #: the AAPM-Mayo challenge convention for headerless .raw slices (overridable with ``raw:``)
 DEFAULT_RAW = {"shape": [512, 512], "dtype": "uint16", "offset": -1024.0, "spacing": [3.0, 0.7, 0.7]}
@@ -171,6 +171,10 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
     section = dict(section or {})
     _check_keys(section, list(DEFAULTS), "data.", source)
     d = copy.deepcopy(DEFAULTS)
+    if section.get("kind") == "photos":  # photographs: image-domain noise (ldct.data.photos)
+        from ldct.data.photos import PHOTO_SIM_DEFAULTS
+
+        d["sim"] = copy.deepcopy(PHOTO_SIM_DEFAULTS)
     for k, v in section.items():
         if k in ("sim", "split", "raw") and isinstance(v, Mapping):
             d[k] = {**d[k], **dict(v)}
@@ -219,7 +223,10 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
 
     if not isinstance(d["sim"], Mapping):
         raise _err("sim", f"expected a mapping of simulator parameters, got {d['sim']!r}", source)
-    _check_sim_keys(d["sim"], source)
+    if d["kind"] == "photos":
+        _check_photo_sim(d["sim"], source)
+    else:
+        _check_sim_keys(d["sim"], source)
     if not isinstance(d["split"], Mapping):
         raise _err("split", "expected a mapping with keys val, test, seed, file", source)
     _check_keys(d["split"], SPLIT_KEYS, "data.split.", source)
@@ -241,8 +248,6 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
     if not isinstance(d["patient_map"], Mapping):
         raise _err("patient_map", "expected a mapping {found_id: patient_id}", source)
     d["patient_map"] = {str(k): str(v) for k, v in d["patient_map"].items()}
-    if d["kind"] == "unpaired" and not (d["ld_root"] and d["nd_root"]) and d["root"] is None:
-        raise _err("kind", "unpaired data needs ld_root and nd_root (or root with ld/ and nd/ folders)", source)
 
     resolved = copy.deepcopy(d)
     resolved["dose_range"] = list(dose_range) if dose_range else None
@@ -260,6 +265,19 @@ def _check_split_part(v: Any, part: str, source: str | None) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v >= 1):
         raise _err(f"split.{part}", f"expected a list of patient ids, a fraction in [0, 1) or a count, got {v!r}",
                    source)
+
+
+def _check_photo_sim(sim: Mapping[str, Any], source: str | None) -> None:
+    """``sim`` of photographs: ``ldct.simulate.image_noise`` parameters (see ldct.data.photos)."""
+    from ldct.data.photos import PHOTO_SIM_KEYS
+
+    _check_keys(sim, PHOTO_SIM_KEYS, "data.sim.", source)
+    if sim["mode"] not in ("gaussian", "poisson-gaussian"):
+        raise _err("sim.mode", f"photographs take gaussian or poisson-gaussian noise, got {sim['mode']!r}", source)
+    for k in ("sigma", "gain"):
+        _num({f"sim.{k}": sim[k]}, f"sim.{k}", float, source, lo=0.0)
+    if sim["mode"] == "poisson-gaussian" and not sim["gain"] > 0:
+        raise _err("sim.gain", "poisson-gaussian noise needs a gain > 0 (intensity units per count)", source)
 
 
 def _check_sim_keys(sim: Mapping[str, Any], source: str | None) -> None:

@@ -146,13 +146,20 @@ class SliceStore:
 
     # pairs -----------------------------------------------------------------------------------
     def nd(self, rec: SliceRecord, channels: int = 1) -> np.ndarray:
-        """(C, H, W) normal dose in HU (C=3: previous, this, next slice)."""
+        """(C, H, W) normal dose in HU (C=3: previous, this, next slice).
+
+        For super-resolution pairs H and W are cropped (bottom / right) to multiples of ``downsample``,
+        as ``ldct.simulate.downsample`` crops the low dose, so that ``H = h * downsample`` always holds.
+        """
         mid = self.read(rec.nd)
         if channels == 1:
-            return mid[None]
-        prev, nxt = rec.neighbours or (rec.nd, rec.nd)
-        return np.stack([self.read(prev) if prev != rec.nd else mid, mid,
-                         self.read(nxt) if nxt != rec.nd else mid])
+            out = mid[None]
+        else:
+            prev, nxt = rec.neighbours or (rec.nd, rec.nd)
+            out = np.stack([self.read(prev) if prev != rec.nd else mid, mid,
+                            self.read(nxt) if nxt != rec.nd else mid])
+        f = self.downsample
+        return out[..., : out.shape[-2] // f * f, : out.shape[-1] // f * f]
 
     def ld(self, rec: SliceRecord, dose: float, channels: int = 1,
            rng: np.random.Generator | None = None) -> np.ndarray:

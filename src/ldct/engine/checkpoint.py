@@ -58,6 +58,11 @@ def make_meta(method: Any, recipe: Mapping[str, Any], *, step: int, metrics: Map
     """The JSON metadata stored beside (and inside) a checkpoint's weights."""
     networks = {name: net_spec(net) for name, net in method.nets.items()}
     data = recipe.get("data", {})
+    photos = data.get("kind") == "photos"
+    extra: dict[str, Any] = {}
+    if photos:  # photographs (ldct.data.photos): intensities, not HU; what `ldct denoise` needs to map them
+        extra = {"full_scale": float((data_summary or {}).get("full_scale") or 255.0),
+                 "photo_sim": dict(data.get("sim") or {})}
     return plain({
         "kind": kind,
         "format": FORMAT,
@@ -69,6 +74,8 @@ def make_meta(method: Any, recipe: Mapping[str, Any], *, step: int, metrics: Map
         "networks": networks,
         "dose_conditioned": bool(method.dose_conditioned),
         "scale": int(method.scale),
+        "data_kind": "photos" if photos else "ct",
+        **extra,
         "hu_window": list(data.get("hu_window", [-1000.0, 1000.0])),
         "channels": int(data.get("channels", 1)),
         "doses": list(data.get("doses", [])),

@@ -7,6 +7,9 @@
    split its recipe makes of DATA's patients when there is none); ``"all"`` takes every patient in DATA.
    The output records which evaluated patients the model was trained on.
 4. Score the model and the baselines (:func:`ldct.evaluation.evaluate`) and write CSVs, JSON and figures.
+
+A model trained on photographs (``data_kind: photos``) is scored by
+:func:`ldct.evaluation.photos.evaluate_photo_run` instead (held-out files, intensity metrics).
 """
 
 from __future__ import annotations
@@ -62,6 +65,19 @@ def evaluate_run(
     model_path = Path(model_path)
     method, meta = load_checkpoint(model_path, inference_only=True)
     run_dir = find_run_dir(model_path)
+    from ldct.model_zoo import data_kind_of
+
+    if data_kind_of(meta) == "photos":  # photographs with image-domain noise: ldct.evaluation.photos
+        from ldct.evaluation.photos import evaluate_photo_run
+
+        return evaluate_photo_run(method, meta, model_path, data, run_dir=run_dir, out=out, doses=doses,
+                                  baselines=baselines, split=split, device=device, max_images=max_slices,
+                                  tile=tile, figures=figures, progress=progress)
+    from ldct.infer.photos import is_photo_input
+
+    if is_photo_input(data):
+        raise LdctError("this holds photographs, but the model was trained on CT (Hounsfield units); evaluate a "
+                        "model trained on photographs (ldct train pix2pix_photos)", data)
     section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
     section["root"] = str(data.absolute())
     if section.get("kind") == "unpaired":  # e.g. CycleGAN: trained unpaired, scored on paired data

@@ -6,6 +6,7 @@ from ldct.metrics.image import (
     compute_metrics_batch,
     describe_metrics,
     metric_keys,
+    photo_metrics,
     ssim_torch,
 )
 from ldct.metrics.noise import NPS, body_mask, noise_power_spectrum, noise_std_hu, soft_tissue_roi
@@ -19,6 +20,7 @@ __all__ = [
     "metric_keys",
     "noise_power_spectrum",
     "noise_std_hu",
+    "photo_metrics",
     "soft_tissue_roi",
     "ssim_torch",
 ]

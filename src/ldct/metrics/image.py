@@ -191,3 +191,29 @@ def compute_metrics(
             f"compute_metrics takes one (H, W) slice, got {tuple(p.shape)}; use compute_metrics_batch for stacks"
         )
     return compute_metrics_batch(p[None], r[None], windows)[0]
+
+
+#: column names of :func:`photo_metrics` (photographs: no HU window, the image's intensity range)
+PHOTO_METRICS = ("psnr", "ssim", "rmse", "mse")
+
+
+def photo_metrics(pred: np.ndarray, ref: np.ndarray, data_range: float = 255.0) -> dict[str, float]:
+    """PSNR, SSIM, RMSE and MSE of a (C, H, W) or (H, W) photograph in intensity units (not HU).
+
+    Both images are clipped to [0, data_range] (255 for 8-bit files, 65535 for 16-bit) and compared with
+    that ``data_range``: ``psnr`` = ``skimage.metrics.peak_signal_noise_ratio``; ``ssim`` =
+    ``skimage.metrics.structural_similarity`` with the settings of :func:`compute_metrics` (11x11 Gaussian
+    window, sigma 1.5, population covariances) and ``channel_axis=0`` for colour (SSIM per channel,
+    averaged, as scikit-image does); ``rmse``/``mse`` in intensity units (squared). H, W >= 11.
+    """
+    p = np.clip(np.asarray(pred, dtype=np.float64), 0.0, data_range)
+    r = np.clip(np.asarray(ref, dtype=np.float64), 0.0, data_range)
+    if p.shape != r.shape or p.ndim not in (2, 3):
+        raise ValueError(f"photo_metrics needs equal (C, H, W) or (H, W) shapes, got {p.shape}, {r.shape}")
+    if p.ndim == 3 and p.shape[0] == 1:
+        p, r = p[0], r[0]
+    ssim = structural_similarity(r, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=data_range, channel_axis=0 if p.ndim == 3 else None)
+    mse = float(np.mean((p - r) ** 2))
+    return {"psnr": 10.0 * math.log10(data_range**2 / mse) if mse > 0 else math.inf, "ssim": float(ssim),
+            "rmse": math.sqrt(mse), "mse": mse}

@@ -9,6 +9,8 @@ them here; ``ldct report`` reads them back as :class:`ViewerCase` objects. Layou
     d<i>_labels            (n_i,) str, e.g. "L067 slice 12"
 
 The low-dose panel of a super-resolution model is its bicubic upsampling (same grid as the output).
+Slices of different sizes (patients scanned on different grids) are centred on the largest size of their
+dose, the border filled with air (-1024 HU), so that one dose's slices stack.
 """
 
 from __future__ import annotations
@@ -29,8 +31,26 @@ def _int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
 
+#: HU of the border around slices smaller than the largest of their dose
+PAD_HU = -1024
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    """(n, H, W) int16 of (h_i, w_i) HU images, each centred in the largest (H, W) on an air border."""
+    arrs = [_int16(np.asarray(x)) for x in images]
+    h, w = max(a.shape[0] for a in arrs), max(a.shape[1] for a in arrs)
+    out = np.full((len(arrs), h, w), PAD_HU, dtype=np.int16)
+    for k, a in enumerate(arrs):
+        top, left = (h - a.shape[0]) // 2, (w - a.shape[1]) // 2
+        out[k, top:top + a.shape[0], left:left + a.shape[1]] = a
+    return out
+
+
 def write_samples(samples: dict[float, list[dict[str, Any]]], path: str | Path, *, model: str = "model") -> Path:
-    """Write ``{dose: [{"ld", "out", "nd": (H, W) HU, "patient_id", "slice_index"}, ...]}`` to ``path``."""
+    """Write ``{dose: [{"ld", "out", "nd": (H, W) HU, "patient_id", "slice_index"}, ...]}`` to ``path``.
+
+    Within one sample the three images share a shape; samples may differ in size (padded, see above).
+    """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {"model": np.asarray(str(model))}
     doses = sorted(d for d, items in samples.items() if items)
@@ -38,7 +58,7 @@ def write_samples(samples: dict[float, list[dict[str, Any]]], path: str | Path, 
     for i, d in enumerate(doses):
         items = samples[d]
         for k in _KEYS:
-            arrays[f"d{i}_{k}"] = np.stack([_int16(np.asarray(s[k])) for s in items])
+            arrays[f"d{i}_{k}"] = _stack([s[k] for s in items])
         arrays[f"d{i}_labels"] = np.asarray([
             " ".join(str(v) for v in (s.get("patient_id"), "slice", s.get("slice_index")) if v is not None)
             if s.get("slice_index") is not None else str(s.get("patient_id") or "") for s in items
