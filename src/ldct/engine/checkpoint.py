@@ -162,6 +162,11 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
             raise LdctError(
                 "is a pickle/PyTorch archive; ldct never unpickles model files (that can run arbitrary code); "
                 "use a .safetensors checkpoint written by ldct", p)
+        if p.name in ("best", "last") and p.parent.name == "checkpoints":  # RUN/checkpoints/best|last pointers
+            target = read_pointer(p.parent, p.name)
+            if target is not None:
+                return target / "weights.safetensors"
+            raise LdctError("checkpoint pointer names no existing checkpoint", p)
         if p.suffix.lower() != ".safetensors":
             raise LdctError("not an ldct model: expected a run folder, a checkpoint folder or a .safetensors file", p)
         return p
