@@ -94,6 +94,8 @@ def test_evaluate_photo_run(run, photos, tmp_path, capsys):
     assert by["gaussian"]["psnr_gain"] > 1.0  # the filter removes much of white noise
     assert np.isfinite(by["pix2pix/unet"]["psnr"]) and 0 < by["pix2pix/unet"]["ssim"] < 1
     assert (ev / "samples.png").is_file() and (ev / "summary.csv").is_file()
+    assert main(["report", str(ev), "-o", str(tmp_path / "r.html")]) == 0  # the HTML report reads it
+    assert "photographs: metrics per method" in (tmp_path / "r.html").read_text()
 
     # the noisy row is the run's test set (PhotoDataset whole-image mode) scored with scikit-image
     from ldct.data import build_datasets
@@ -148,6 +150,16 @@ def test_denoise_photo_file_and_folder(run, photos, tmp_path, capsys):
     assert sorted(p.relative_to(res).as_posix() for p in res.rglob("*.png")) == ["grey.png", "sub/photo.png"]
     assert Image.open(res / "grey.png").mode == "L" and Image.open(res / "grey.png").size == (56, 48)
     assert Image.open(res / "sub" / "photo.png").mode == "RGB"
+    # alpha is kept; 16-bit grey stays 16-bit
+    rgba, g16 = tmp_path / "rgba.png", tmp_path / "g16.png"
+    Image.fromarray(np.dstack([x.astype(np.uint8), np.full((48, 56), 200, np.uint8)]), mode="RGBA").save(rgba)
+    Image.fromarray((x.mean(-1) * 257).astype(np.uint16)).save(g16)
+    for f in (rgba, g16):
+        assert main(["denoise", str(f), "-o", str(tmp_path / f"den_{f.name}"), "--model", str(run)]) == 0
+    with Image.open(tmp_path / "den_rgba.png") as im:
+        assert im.mode == "RGBA" and (np.asarray(im)[..., 3] == 200).all()
+    with Image.open(tmp_path / "den_g16.png") as im:
+        assert im.mode.startswith("I;16") and im.size == (56, 48) and np.asarray(im).max() > 255
     # an existing output needs --overwrite
     assert main(["denoise", str(src), "-o", str(out), "--model", str(run)]) == 2
     assert "already exists" in _one_error_line(capsys.readouterr().err)

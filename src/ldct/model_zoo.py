@@ -132,6 +132,8 @@ class ModelInfo:
 
     @property
     def doses(self) -> str:
+        if data_kind_of(self.meta) == "photos":
+            return "- (photos)"
         v = _find(self.meta, "doses")
         if isinstance(v, (list, tuple)) and v:
             return ", ".join(f"{float(d):g}" for d in v)

@@ -56,9 +56,10 @@ def register(app: typer.Typer) -> None:
             from ldct.evaluation.photos import photo_summary_table
 
             ranges = "/".join(f"{r:g}" for r in results.meta.get("data_range", []))
-            title = (f"{results.meta.get('model')} on {results.meta.get('n_items')} photographs ({split} split), "
-                     f"noise {results.meta.get('noise_description')}; PSNR/SSIM data_range {ranges}")
-            out_console.print(photo_summary_table(results, title=title))
+            title = f"{results.meta.get('model')} on {results.meta.get('n_items')} photographs ({split} split)"
+            caption = (f"noise: {results.meta.get('noise_description')}; PSNR/SSIM data_range {ranges}; "
+                       "RMSE in intensity units")
+            out_console.print(photo_summary_table(results, title=title, caption=caption))
         else:
             title = (f"{results.meta.get('model')} on {', '.join(results.meta.get('patients', []))} "
                      f"({split} split)")

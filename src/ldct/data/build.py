@@ -237,7 +237,8 @@ def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, pat
     """Whole-slice dataset of ``patients`` (None = all) at ``doses`` (default: the data's), for evaluation."""
     cfg = cfg if isinstance(cfg, DataConfig) else parse_data_config(cfg)
     if cfg.kind == "photos":
-        raise LdctError("evaluating on photographs is not supported yet (data.kind photos)", cfg.root)
+        raise LdctError("eval_dataset is for CT; photographs (data.kind photos) are evaluated by "
+                        "ldct.evaluation.photos (ldct evaluate with a model trained on photos)", cfg.root)
     src = load_records(cfg, cache_dir)
     if src.kind == "unpaired":
         raise LdctError("cannot evaluate on unpaired data: give paired data (a manifest, full/low-dose "

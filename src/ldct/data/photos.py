@@ -13,7 +13,8 @@ The split is **by file** (``data.split`` counts/fractions/lists of file names, p
 root without their suffix): a photograph has no patient id, so several photos of one person can land in
 different parts; put them in one sub-folder per person and list them explicitly if that matters.
 Training gets fresh noise on every patch; there is no validation during training (the HU metrics of the
-training loop do not apply to photographs), and ``test`` holds the held-out photos (fixed-seed noise).
+training loop do not apply to photographs), and ``test`` holds the held-out photos (fixed-seed noise),
+which ``ldct evaluate`` scores (:mod:`ldct.evaluation.photos`, via :meth:`PhotoDataset.whole`).
 """
 
 from __future__ import annotations

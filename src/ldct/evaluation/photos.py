@@ -44,7 +44,8 @@ TABLE_COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("psnr_gain", "gain dB", "{:+.2f
 
 def describe_noise(sim: dict[str, Any]) -> str:
     if sim.get("mode") == "poisson-gaussian":
-        return f"poisson-gaussian, gain {float(sim.get('gain') or 0):g}, sigma {float(sim.get('sigma') or 0):g} (0..255 units)"
+        gain, sigma = float(sim.get("gain") or 0), float(sim.get("sigma") or 0)
+        return f"poisson-gaussian, gain {gain:g}, sigma {sigma:g} (0..255 units)"
     return f"gaussian, sigma {float(sim.get('sigma') or 0):g} (0..255 units)"
 
 
@@ -141,11 +142,11 @@ def samples_figure(samples: list[dict[str, np.ndarray]], path: Path, *, model: s
     return _save(fig, path)
 
 
-def photo_summary_table(results: EvalResults, title: str = "evaluation") -> Any:
+def photo_summary_table(results: EvalResults, title: str = "evaluation", caption: str | None = None) -> Any:
     """A rich Table of a photo evaluation's summary."""
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, caption=caption)
     t.add_column("method")
     t.add_column("n", justify="right")
     for _, head, _ in TABLE_COLUMNS:
@@ -209,7 +210,6 @@ def evaluate_photo_run(
                             f"{', ...' if len(files) > 8 else ''}); use --split all to evaluate every photograph",
                             data)
     ds = PhotoDataset({k: files[k] for k in ids}, sim=cfg.sim, channels=cfg.channels, patch_size=None, seed=cfg.seed)
-    trained_on = sorted(set(ids) & set(run_split.train)) if run_split else []
     net = meta.get("network") or {}
     name = f"{meta.get('method', 'model')}/{net.get('name', '?')}"
     dev = resolve_device(device)
@@ -217,22 +217,25 @@ def evaluate_photo_run(
                                                      device=dev, tile=tile, max_images=max_images,
                                                      progress=progress)
     ranges = sorted({float(r["data_range"]) for r in rows})
+    scored = [k for k in ids if any(r["image"] == k for r in rows)]  # --max-slices may keep fewer
+    trained_on = sorted(set(scored) & set(run_split.train)) if run_split else []
     results = EvalResults(rows, summary, list(METRIC_COLUMNS), meta={
         "model": name, "data_kind": "photos", "checkpoint": str(model_path),
         "run_dir": str(run_dir) if run_dir else None, "step": meta.get("step"), "network": net, "data": str(data),
-        "split": split, "split_by": "file", "images": [r for r in ids], "patients": [],
+        "split": split, "split_by": "file", "images": scored, "patients": [],
         "images_in_training_set": trained_on, "noise": dict(cfg.sim), "noise_description": describe_noise(cfg.sim),
         "noise_seed": cfg.seed, "channels": cfg.channels, "data_range": ranges,
         "metrics": {"psnr": "PSNR dB, data_range = the file's full scale (255 for 8-bit)",
                     "ssim": "SSIM (11x11 Gaussian window, sigma 1.5, per channel, averaged), same data_range",
                     "rmse": "RMSE in intensity units (0..255 for 8-bit)", "mse": "MSE in intensity units^2"},
-        "gaussian_sigma_px": GAUSSIAN_SIGMA_PX, "n_items": len({r["image"] for r in rows}), "timing_s": timing,
+        "gaussian_sigma_px": GAUSSIAN_SIGMA_PX, "n_items": len(scored), "timing_s": timing,
     })
     if trained_on:
         results.meta.setdefault("warnings", []).append(
             f"{len(trained_on)} evaluated photograph(s) were in the model's training set ({', '.join(trained_on[:5])}"
             f"{', ...' if len(trained_on) > 5 else ''})")
-    out_dir = Path(out) if out else (run_dir or (model_path if model_path.is_dir() else model_path.parent)) / f"eval_{split}"
+    weights_dir = model_path if model_path.is_dir() else model_path.parent
+    out_dir = Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
     write_photo_results(results, samples, out_dir, figures=figures)
     return results, out_dir
 

@@ -136,8 +136,9 @@ def to_pil(img: np.ndarray, full_scale: float, alpha: np.ndarray | None = None) 
     if arr.shape[0] == 1:
         if dtype == np.uint16:
             return Image.fromarray(arr[0])  # 16-bit grey ("I;16")
-        grey = Image.fromarray(arr[0], mode="L") if alpha is None else None
-        return grey if grey is not None else Image.fromarray(np.stack([arr[0], alpha], -1), mode="LA")
+        if alpha is None:
+            return Image.fromarray(arr[0], mode="L")
+        return Image.fromarray(np.stack([arr[0], alpha.astype(np.uint8)], -1), mode="LA")
     rgb = np.moveaxis(arr, 0, -1)
     if alpha is not None:
         return Image.fromarray(np.concatenate([rgb, alpha[..., None].astype(np.uint8)], -1), mode="RGBA")

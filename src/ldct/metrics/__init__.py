@@ -1,5 +1,6 @@
 """Metrics in HU: full-reference image metrics per named window (:mod:`ldct.metrics.image`) and noise
-measurements, body/soft-tissue ROIs and noise power spectra (:mod:`ldct.metrics.noise`)."""
+measurements, body/soft-tissue ROIs and noise power spectra (:mod:`ldct.metrics.noise`); for photographs
+(intensities, not HU) :func:`photo_metrics`."""
 
 from ldct.metrics.image import (
     compute_metrics,

@@ -84,11 +84,31 @@ def _int(v: Any) -> int | None:
     return int(d) if d is not None else None
 
 
+PHOTO_COLUMNS = (("psnr", "PSNR dB", 1), ("psnr_gain", "gain dB", 1), ("ssim", "SSIM", 1), ("rmse", "RMSE", -1))
+
+
+def photo_eval_table(summary: dict[str, Any]) -> MetricTable:
+    """The per-method table of a photo evaluation (``data_kind: photos``, ldct.evaluation.photos)."""
+    rows = summary.get("summary") or []
+    ranges = "/".join(f"{float(r):g}" for r in summary.get("data_range") or [255])
+    return MetricTable(
+        title="photographs: metrics per method (mean over images)",
+        columns=["method", "n"] + [h for _, h, _ in PHOTO_COLUMNS],
+        rows=[[str(r.get("method")), _int(r.get("n"))] + [_num(r.get(k)) for k, _, _ in PHOTO_COLUMNS] for r in rows],
+        note=(f"Against the clean photographs; noise {summary.get('noise_description', '?')}. PSNR/SSIM with "
+              f"data_range {ranges} (the files' full scale), SSIM per colour channel, averaged; RMSE in intensity "
+              "units. Gain: PSNR minus the noisy input's on the same images. Bold: best."),
+        better={h: b for _, h, b in PHOTO_COLUMNS},
+    )
+
+
 def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
     """The per-dose table (main columns) and a table of every metric."""
     rows = summary.get("summary") or []
     if not rows:
         return []
+    if summary.get("data_kind") == "photos":
+        return [photo_eval_table(summary)]
     windows = summary.get("windows") or {}
     wnote = "; ".join(f"{k}: {v}" for k, v in windows.items())
     cols = [(k, h, b) for k, h, b in MAIN_COLUMNS if any(k in r for r in rows)]
@@ -121,6 +141,8 @@ def _eval_into(data: ReportData, ev: Path, label: str = "") -> None:
              ("step", summary.get("step")), ("data", summary.get("data")), ("split", summary.get("split")),
              ("patients", ", ".join(map(str, summary.get("patients") or []))),
              ("doses", ", ".join(f"{float(d):g}" for d in summary.get("doses") or [])),
+             ("photographs", ", ".join(map(str, summary.get("images") or []))),
+             ("noise", summary.get("noise_description")),
              ("network HU window", summary.get("net_window_hu"))]
     data.facts.extend((prefix + k, str(v)) for k, v in facts if v not in (None, "", []))
     data.notes.extend(prefix + str(w) for w in summary.get("warnings") or [])
