@@ -13,7 +13,7 @@ from torch import nn
 
 from ldct.baselines import gaussian_filter_hu
 from ldct.data import build_datasets
-from ldct.evaluation import evaluate, summary_table, write_results
+from ldct.evaluation import evaluate, summarize, summary_table, write_results
 from ldct.metrics import compute_metrics
 
 
@@ -140,3 +140,16 @@ def test_evaluate_command_on_a_trained_run(shared_data, tmp_path, capsys):
                  "--out", str(tmp_path / "ev_p1")]) == 0
     js = json.loads((tmp_path / "ev_p1" / "summary.json").read_text())
     assert js["patients_in_training_set"] == ["P1"] and js["warnings"]
+
+
+def test_psnr_gain_pairs_rows_of_the_same_slice_only():
+    """Two scans of one patient in one folder (Mayo L067 sharp + smooth raw slices) share patient, slice
+    index and source folder: the gain must compare each slice with its own low-dose row (kernel differs)."""
+    ident = {"dose": 0.25, "patient_id": "L067", "slice_index": 0, "z_mm": 0.0, "source": "/d/mayo"}
+    rows = [{"method": "low-dose", **ident, "kernel": "sharp", "psnr_soft_tissue": 18.0},
+            {"method": "low-dose", **ident, "kernel": "smooth", "psnr_soft_tissue": 26.0},
+            {"method": "m", **ident, "kernel": "sharp", "psnr_soft_tissue": 20.0},
+            {"method": "m", **ident, "kernel": "smooth", "psnr_soft_tissue": 27.0}]
+    s = {r["method"]: r for r in summarize(rows, ["psnr_soft_tissue"])}
+    assert s["m"]["psnr_gain_soft_tissue"] == pytest.approx(1.5)  # (2 + 1) / 2, not (-6 + 1) / 2
+    assert s["m"]["psnr_gain_soft_tissue"] == pytest.approx(s["m"]["psnr_soft_tissue"] - s["low-dose"]["psnr_soft_tissue"])

@@ -236,14 +236,20 @@ def summarize(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dict[s
         for c in metric_cols:
             vals = np.asarray([r[c] for r in rs], dtype=np.float64)
             s[c] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-        base = {(r.get("patient_id"), r.get("slice_index"), r.get("source")): r for r in rows
-                if r["dose"] == dose and r["method"].startswith("low-dose")}
+        base = {_slice_key(r): r for r in rows if r["dose"] == dose and r["method"].startswith("low-dose")}
         for c in [c for c in metric_cols if c.startswith("psnr_")]:
             gains = [r[c] - base[k][c] for r in rs
-                     if (k := (r.get("patient_id"), r.get("slice_index"), r.get("source"))) in base]
+                     if (k := _slice_key(r)) in base]
             s[c.replace("psnr_", "psnr_gain_")] = float(np.mean(gains)) if gains else math.nan
         out.append(s)
     return out
+
+
+def _slice_key(row: dict[str, Any]) -> tuple:
+    """Which slice a row scores: every identity column but method and dose (two scans of one patient in one
+    folder, e.g. Mayo L067's sharp and smooth raw slices, share patient, slice index and source folder)."""
+    vals = (row.get(k) for k in ID_COLUMNS if k not in ("method", "dose"))
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in vals)
 
 
 def _order(method: str) -> tuple[int, str]:
