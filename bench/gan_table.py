@@ -60,7 +60,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "pix2pix": {"recipe": "pix2pix", "label": "pix2pix", "data": "paired", "steps": 800, "batch": 8,
                 "set": ["args.generator.width=16", "args.generator.depth=3", "args.discriminator.channels=32"],
                 "size": "U-Net 16 ch depth 3, PatchGAN 32 ch"},
-    "cyclegan": {"recipe": "cyclegan", "label": "CycleGAN, unpaired", "data": "unpaired", "steps": 1500, "batch": 4,
+    "cyclegan": {"recipe": "cyclegan", "label": "CycleGAN, unpaired", "data": "unpaired", "steps": 3000, "batch": 4,
                  "set": ["args.generator.width=16", "args.generator.num_blocks=4", "args.discriminator.channels=32"],
                  "size": "ResNet 16 ch x 4 blocks, PatchGAN 32 ch"},
     "srgan_x4": {"recipe": "srgan_x4", "label": "SRGAN x4", "data": "paired", "steps": 600, "batch": 8,
