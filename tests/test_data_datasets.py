@@ -196,3 +196,15 @@ def test_super_resolution_of_slices_not_a_multiple_of_the_factor(shared_data, ab
     # the low dose is the 4x4 area average of the (noisy) normal dose: strongly correlated
     small = nd[0].reshape(25, 4, 30, 4).mean(axis=(1, 3))
     assert np.corrcoef(small.ravel(), ld[0].ravel())[0, 1] > 0.9
+
+
+def test_evaluation_scores_every_slice_not_the_training_stride(shared_data, abdomen, tmp_path):
+    """data.slice_stride thins the training slices; held-out patients are scored on all their body slices."""
+    from ldct.data.build import eval_dataset
+
+    cfg = {**abdomen, "sim": {"mode": "gaussian"}}  # slice_stride 25
+    train = build_datasets(cfg, run_dir=tmp_path / "a", seed=0, progress=False).train.records
+    ds, _ = eval_dataset(cfg, cache_dir=abdomen["cache_dir"])
+    z = [r.slice_index for r in ds.records]
+    assert all(r.slice_index % 25 == 0 for r in train) and len(train) == 5
+    assert z == sorted(z) and len(z) > 100 and set(np.diff(z)) == {1}  # every slice, in order

@@ -234,8 +234,15 @@ def unpaired_roots(cfg: DataConfig) -> tuple[Path, Path]:
 
 def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, patients: list[str] | None = None,
                  doses: list[float] | None = None) -> tuple[SliceDataset, Sources]:
-    """Whole-slice dataset of ``patients`` (None = all) at ``doses`` (default: the data's), for evaluation."""
+    """Whole-slice dataset of ``patients`` (None = all) at ``doses`` (default: the data's), for evaluation.
+
+    Every slice of those patients is scored: the training stride ``data.slice_stride`` is not applied here
+    (limit the work with ``ldct evaluate --max-slices`` instead, which spreads the slices evenly).
+    """
+    import dataclasses
+
     cfg = cfg if isinstance(cfg, DataConfig) else parse_data_config(cfg)
+    cfg = dataclasses.replace(cfg, slice_stride=1)
     if cfg.kind == "photos":
         raise LdctError("eval_dataset is for CT; photographs (data.kind photos) are evaluated by "
                         "ldct.evaluation.photos (ldct evaluate with a model trained on photos)", cfg.root)
