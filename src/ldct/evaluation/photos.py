@@ -21,8 +21,6 @@ Files written to the output folder (atomically): ``per_image.csv``, ``summary.cs
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,13 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ldct.atomic import atomic_file
 from ldct.errors import LdctError
 from ldct.evaluation.core import GAUSSIAN_SIGMA_PX, EvalResults, _spread
-from ldct.evaluation.report import _json_safe, _save, write_csv
+from ldct.evaluation.report import _save, write_tables
+from ldct.metrics.image import PHOTO_METRICS
 
 PHOTO_BASELINES = ("noisy", "gaussian")
-METRIC_COLUMNS = ("psnr", "ssim", "rmse", "mse")
 TABLE_COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("psnr_gain", "gain dB", "{:+.2f}"), ("ssim", "SSIM", "{:.4f}"),
                  ("rmse", "RMSE", "{:.2f}"))
 
@@ -109,7 +106,7 @@ def summarize_photos(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
         s: dict[str, Any] = {"method": m, "n": len(rs)}
-        for c in METRIC_COLUMNS:
+        for c in PHOTO_METRICS:
             vals = np.asarray([r[c] for r in rs], dtype=np.float64)
             s[c] = float(np.mean(vals)) if np.isfinite(vals).all() else math.nan
         gains = [r["psnr"] - noisy[r["image"]] for r in rs if r["image"] in noisy]
@@ -178,40 +175,24 @@ def evaluate_photo_run(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[EvalResults, Path]:
     """:func:`ldct.evaluation.run.evaluate_run` for a photo model (see the module docstring)."""
-    from ldct.data.config import parse_data_config
     from ldct.data.photos import PhotoDataset, find_photos
-    from ldct.data.split import make_split, read_split
+    from ldct.evaluation.run import choose_part, default_out_dir, model_name, run_data_config
     from ldct.infer.predict import resolve_device
 
     if doses:
         raise LdctError("--doses does not apply to a model trained on photographs (the noise is the recipe's "
                         "data.sim)")
-    section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
-    section["root"] = str(data.absolute())
-    try:
-        cfg = parse_data_config(section)
-    except LdctError as exc:
-        raise LdctError(f"checkpoint's data section: {exc}", model_path) from None
+    cfg = run_data_config(meta, data, model_path)
     try:
         files = find_photos(data, cfg.include, cfg.exclude)
     except LdctError:
         raise LdctError("the model was trained on photographs, but this holds no PNG/JPG photographs "
                         "(for CT use a CT model)", data) from None
-    run_split = read_split(run_dir) if run_dir is not None and (run_dir / "split.json").is_file() else None
-    if split == "all":
-        ids = list(files)
-    else:
-        wanted = getattr(run_split or make_split(list(files), cfg.split, source=cfg.root), split)
-        ids = [k for k in wanted if k in files]
-        if not ids:
-            origin = f"{run_dir / 'split.json'}" if run_split else "the recipe's split"
-            raise LdctError(f"none of the {split} photographs of {origin} ({', '.join(wanted) or 'none'}) are in "
-                            f"the data (found {len(files)}: {', '.join(list(files)[:8])}"
-                            f"{', ...' if len(files) > 8 else ''}); use --split all to evaluate every photograph",
-                            data)
+    ids, run_split = choose_part(list(files), split=split, run_dir=run_dir, recipe_split=cfg.split, data=data,
+                                 noun="photographs")
     ds = PhotoDataset({k: files[k] for k in ids}, sim=cfg.sim, channels=cfg.channels, patch_size=None, seed=cfg.seed)
     net = meta.get("network") or {}
-    name = f"{meta.get('method', 'model')}/{net.get('name', '?')}"
+    name = model_name(meta)
     dev = resolve_device(device)
     rows, summary, samples, timing = evaluate_photos(method.inference_module(), ds, name=name, baselines=baselines,
                                                      device=dev, tile=tile, max_images=max_images,
@@ -219,7 +200,7 @@ def evaluate_photo_run(
     ranges = sorted({float(r["data_range"]) for r in rows})
     scored = [k for k in ids if any(r["image"] == k for r in rows)]  # --max-slices may keep fewer
     trained_on = sorted(set(scored) & set(run_split.train)) if run_split else []
-    results = EvalResults(rows, summary, list(METRIC_COLUMNS), meta={
+    results = EvalResults(rows, summary, list(PHOTO_METRICS), meta={
         "model": name, "data_kind": "photos", "checkpoint": str(model_path),
         "run_dir": str(run_dir) if run_dir else None, "step": meta.get("step"), "network": net, "data": str(data),
         "split": split, "split_by": "file", "images": scored, "patients": [],
@@ -234,8 +215,7 @@ def evaluate_photo_run(
         results.meta.setdefault("warnings", []).append(
             f"{len(trained_on)} evaluated photograph(s) were in the model's training set ({', '.join(trained_on[:5])}"
             f"{', ...' if len(trained_on) > 5 else ''})")
-    weights_dir = model_path if model_path.is_dir() else model_path.parent
-    out_dir = Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
+    out_dir = default_out_dir(out, run_dir, model_path, split)
     write_photo_results(results, samples, out_dir, figures=figures)
     return results, out_dir
 
@@ -243,14 +223,7 @@ def evaluate_photo_run(
 def write_photo_results(results: EvalResults, samples: list[dict[str, np.ndarray]], out_dir: Path, *,
                         figures: bool = True) -> dict[str, Path]:
     """``per_image.csv``, ``summary.csv``, ``summary.json`` and (``figures``) ``samples.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"per_image": write_csv(results.rows, out / "per_image.csv"),
-             "summary_csv": write_csv(results.summary, out / "summary.csv")}
-    with atomic_file(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(_json_safe({"kind": "ldct-evaluation", **results.meta,
-                                              "summary": results.summary}), indent=2) + "\n")
-    paths["summary_json"] = out / "summary.json"
+    paths = write_tables(results, out_dir, "per_image")
     if figures and samples:
-        paths["samples"] = samples_figure(samples, out / "samples.png", model=str(results.meta.get("model")))
+        paths["samples"] = samples_figure(samples, Path(out_dir) / "samples.png", model=str(results.meta.get("model")))
     return paths

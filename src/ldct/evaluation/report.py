@@ -66,16 +66,24 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def write_results(results: EvalResults, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
-    """Write CSVs, summary.json and (optionally) figures to ``out_dir``; returns name -> path."""
+def write_tables(results: EvalResults, out_dir: str | Path, rows_name: str = "per_slice") -> dict[str, Path]:
+    """``<rows_name>.csv`` (one row per item), ``summary.csv`` and ``summary.json`` (kind ``ldct-evaluation``,
+    the meta and the summary) in ``out_dir`` (created); returns name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"per_slice": write_csv(results.rows, out / "per_slice.csv"),
+    paths = {rows_name: write_csv(results.rows, out / f"{rows_name}.csv"),
              "summary_csv": write_csv(results.summary, out / "summary.csv")}
     with atomic_file(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(_json_safe({"kind": "ldct-evaluation", **results.meta,
                                               "summary": results.summary}), indent=2) + "\n")
     paths["summary_json"] = out / "summary.json"
+    return paths
+
+
+def write_results(results: EvalResults, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
+    """Write CSVs, summary.json and (optionally) figures to ``out_dir``; returns name -> path."""
+    out = Path(out_dir)
+    paths = write_tables(results, out)
     if results.samples:  # slices for the `ldct report` viewer (ldct.report.samples)
         from ldct.report.samples import write_samples
 

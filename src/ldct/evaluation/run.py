@@ -17,11 +17,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ldct.errors import LdctError
 from ldct.evaluation.core import EvalResults, evaluate
 from ldct.evaluation.report import write_results
 from ldct.hu import Window
+
+if TYPE_CHECKING:
+    from ldct.data.config import DataConfig
+    from ldct.data.split import Split
 
 SPLITS = ("test", "val", "train", "all")
 
@@ -33,6 +38,51 @@ def find_run_dir(path: Path) -> Path | None:
         if (cand / "checkpoints").is_dir() or (cand / "config.yaml").is_file() and (cand / "split.json").is_file():
             return cand
     return None
+
+
+def run_data_config(meta: dict[str, Any], data: Path, model_path: Path, **changes: Any) -> DataConfig:
+    """The checkpoint recipe's ``data:`` section with ``root = data`` and ``changes``, parsed; a section that no
+    longer parses is one error naming the checkpoint."""
+    from ldct.data.config import parse_data_config
+
+    section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
+    section["root"] = str(data.absolute())
+    section.update(changes)
+    try:
+        return parse_data_config(section)
+    except LdctError as exc:
+        raise LdctError(f"checkpoint's data section: {exc}", model_path) from None
+
+
+def choose_part(found: list[str], *, split: str, run_dir: Path | None, recipe_split: Any, data: Path,
+                noun: str = "patients") -> tuple[list[str], Split | None]:
+    """Which of ``found`` (patient or file ids in DATA) to score, and the run's split (None without a
+    split.json): ``all`` = every one; otherwise that part of the run's ``split.json`` (or, without one, of
+    the split the recipe makes of ``found``), restricted to what DATA holds; none there is an error."""
+    from ldct.data.split import make_split, read_split
+
+    run_split = read_split(run_dir) if run_dir is not None and (run_dir / "split.json").is_file() else None
+    if split == "all":
+        return list(found), run_split
+    wanted = getattr(run_split or make_split(found, recipe_split, source=str(data)), split)
+    chosen = [k for k in wanted if k in set(found)]
+    if not chosen:
+        origin = f"{run_dir / 'split.json'}" if run_split else "the recipe's split"
+        listing = ", ".join(found[:8]) + (f", ... ({len(found)} in all)" if len(found) > 8 else "")
+        raise LdctError(f"none of the {split} {noun} of {origin} ({', '.join(wanted) or 'none'}) are in the data "
+                        f"(found: {listing}); use --split all to evaluate every one", data)
+    return chosen, run_split
+
+
+def default_out_dir(out: str | Path | None, run_dir: Path | None, model_path: Path, split: str) -> Path:
+    """``out``, else ``RUN_DIR/eval_<split>`` (beside the weights for a lone model)."""
+    weights_dir = model_path if model_path.is_dir() else model_path.parent
+    return Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
+
+
+def model_name(meta: dict[str, Any]) -> str:
+    """``method/network`` of a checkpoint, the name of its rows."""
+    return f"{meta.get('method', 'model')}/{(meta.get('network') or {}).get('name', '?')}"
 
 
 def evaluate_run(
@@ -52,9 +102,7 @@ def evaluate_run(
 ) -> tuple[EvalResults, Path]:
     """Evaluate a run folder or checkpoint on DATA; returns the results and the output folder."""
     from ldct.data.build import eval_dataset
-    from ldct.data.config import parse_data_config
     from ldct.data.datasets import SliceDataset
-    from ldct.data.split import make_split, read_split
     from ldct.engine.checkpoint import load_checkpoint
 
     if split not in SPLITS:
@@ -78,38 +126,19 @@ def evaluate_run(
     if is_photo_input(data):
         raise LdctError("this holds photographs, but the model was trained on CT (Hounsfield units); evaluate a "
                         "model trained on photographs (ldct train pix2pix_photos)", data)
-    section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
-    section["root"] = str(data.absolute())
-    if section.get("kind") == "unpaired":  # e.g. CycleGAN: trained unpaired, scored on paired data
-        section.update(kind="auto", ld_root=None, nd_root=None)
-    section.pop("dose_range", None)  # evaluation uses discrete dose levels
+    changes: dict[str, Any] = {"dose_range": None}  # evaluation uses discrete dose levels
+    if ((meta.get("recipe") or {}).get("data") or {}).get("kind") == "unpaired":
+        changes.update(kind="auto", ld_root=None, nd_root=None)  # e.g. CycleGAN: scored on paired data
     if doses:
-        section["doses"] = [float(d) for d in doses]
-    try:
-        cfg = parse_data_config(section)
-    except LdctError as exc:
-        raise LdctError(f"checkpoint's data section: {exc}", model_path) from None
-    weights_dir = model_path if model_path.is_dir() else model_path.parent
-    out_dir = Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
+        changes["doses"] = [float(d) for d in doses]
+    cfg = run_data_config(meta, data, model_path, **changes)
+    out_dir = default_out_dir(out, run_dir, model_path, split)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else out_dir / "cache")
 
     # who to evaluate
     full, src = eval_dataset(cfg, cache_dir=cache_dir, doses=list(doses) if doses else None)
-    found = src.patient_ids
-    run_split = None
-    if run_dir is not None and (run_dir / "split.json").is_file():
-        run_split = read_split(run_dir)
-    if split == "all":
-        patients = found
-    else:
-        part_split = run_split or make_split(found, cfg.split)
-        wanted = getattr(part_split, split)
-        patients = [p for p in wanted if p in found]
-        if not patients:
-            origin = f"{run_dir / 'split.json'}" if run_split else "the recipe's split"
-            raise LdctError(f"none of the {split} patients of {origin} ({', '.join(wanted) or 'none'}) are in "
-                            f"the data (found: {', '.join(found)}); use --split all to evaluate every patient",
-                            data)
+    patients, run_split = choose_part(src.patient_ids, split=split, run_dir=run_dir, recipe_split=cfg.split,
+                                      data=data)
     ds = SliceDataset(full.store, [r for r in full.records if r.patient_id in set(patients)], doses=full.doses,
                       scale=full.scale, channels=full.channels, window=full.window)
     if len(ds) == 0:
@@ -117,7 +146,7 @@ def evaluate_run(
     trained_on = sorted(set(patients) & set(run_split.train)) if run_split else []
 
     net = meta.get("network") or {}
-    name = f"{meta.get('method', 'model')}/{net.get('name', '?')}"
+    name = model_name(meta)
     w = meta.get("hu_window") or [cfg.hu_window.lo, cfg.hu_window.hi]
     results = evaluate(method, ds, name=name, window=Window(float(w[0]), float(w[1]), "net"), baselines=baselines,
                        device=device, tile=tile, max_slices=max_slices, bm3d_max_slices=bm3d_max_slices,
