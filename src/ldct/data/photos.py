@@ -57,20 +57,26 @@ def find_photos(root: str | Path, include: list[str] | None = None, exclude: lis
     return out
 
 
-def read_photo(path: str | Path, channels: int = 3) -> tuple[np.ndarray, float]:
-    """(C, H, W) float32 intensities of a photograph and its full scale (255 or 65535)."""
+def read_intensities(path: str | Path, hint: str = "") -> tuple[np.ndarray, float]:
+    """(C, H, W) float32 intensities of a photograph as stored (C = 1 or 3; alpha dropped) and its full scale
+    (255 or 65535). A CT image (HU) is an error; ``hint`` is appended to that message."""
     from ldct.io import read_volume
 
     vol = read_volume(path)
     if vol.is_hu:
-        raise LdctError("this image is CT (HU), not a photograph (use data.kind simulated)", path)
+        raise LdctError("this image is CT (HU), not a photograph" + hint, path)
     data = np.asarray(vol.data[0], dtype=np.float32)
     img = np.moveaxis(data[..., :3], -1, 0) if data.ndim == 3 else data[None]
+    return np.ascontiguousarray(img), float(2 ** int(vol.meta.get("bit_depth") or 8) - 1)
+
+
+def read_photo(path: str | Path, channels: int = 3) -> tuple[np.ndarray, float]:
+    """(C, H, W) float32 intensities of a photograph with ``channels`` channels and its full scale (255 or 65535)."""
+    img, scale = read_intensities(path, " (use data.kind simulated)")
     if channels == 3 and img.shape[0] == 1:
         img = np.repeat(img, 3, axis=0)
     elif channels == 1 and img.shape[0] == 3:
         img = img.mean(axis=0, keepdims=True)
-    scale = float(2 ** int(vol.meta.get("bit_depth") or 8) - 1)
     return np.ascontiguousarray(img), scale
 
 

@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from ldct.atomic import atomic_dir, atomic_file
+from ldct.data.photos import PHOTO_SUFFIXES
 from ldct.errors import LdctError
 from ldct.infer.predict import _autocast, resolve_device
 from ldct.infer.tiling import check_tiling, tiled_forward
-
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def is_photo_input(path: Path) -> bool:
@@ -97,21 +96,16 @@ def read_photo_file(path: Path) -> PhotoImage:
     """Read a PNG/JPG for denoising (``ldct.io.read_volume``; alpha re-read with Pillow)."""
     from PIL import Image
 
-    from ldct.io import read_volume
+    from ldct.data.photos import read_intensities
 
-    vol = read_volume(path)
-    if vol.is_hu:
-        raise LdctError("this image is CT (HU), not a photograph", path)
-    data = np.asarray(vol.data[0], dtype=np.float32)
-    img = np.moveaxis(data[..., :3], -1, 0) if data.ndim == 3 else data[None]
+    img, scale = read_intensities(path)
     if min(img.shape[1:]) < 16:
         raise LdctError(f"image of {img.shape[1]}x{img.shape[2]} pixels is too small to denoise", path)
     alpha = None
     with Image.open(path) as im:
         if "A" in im.getbands():
             alpha = np.asarray(im.getchannel("A"))
-    scale = float(2 ** int(vol.meta.get("bit_depth") or 8) - 1)
-    return PhotoImage(np.ascontiguousarray(img), scale, alpha)
+    return PhotoImage(img, scale, alpha)
 
 
 def denoise_image(model: Any, photo: PhotoImage, **kw: Any) -> np.ndarray:
