@@ -53,17 +53,17 @@ WINDOWS = ("soft_tissue", "full")
 
 def _train(recipe_name: str, out: Path, steps: int, overrides: list[str], data: Path) -> Path:
     """Train ``recipe_name`` into ``out`` for ``steps`` steps (reused when already done, resumed when cut)."""
-    from ldct.engine.checkpoint import read_pointer
+    from ldct.engine.checkpoint import last_step
     from ldct.engine.config import load_recipe
     from ldct.engine.loop import train
 
-    last = read_pointer(out / "checkpoints", "last") if (out / "checkpoints").is_dir() else None
-    if last is not None and int(last.name.split("_")[1]) >= steps:
-        print(f"  reuse {out} ({last.name})", flush=True)
+    done = last_step(out)
+    if done >= steps:
+        print(f"  reuse {out} (step {done})", flush=True)
         return out
     recipe = load_recipe(recipe_name, overrides)
     t0 = time.perf_counter()
-    train(recipe, data=data, out=out, max_steps=steps, resume=last is not None)
+    train(recipe, data=data, out=out, max_steps=steps, resume=done >= 0)
     print(f"  trained {recipe_name} -> {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
 
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("--max-slices", type=int, default=None, help="at most N slices per dose")
     p.add_argument("--bm3d-slices", type=int, default=4, help="BM3D on at most N slices per dose")
     p.add_argument("--variants", nargs="+", default=list(STUDENTS), choices=list(STUDENTS), metavar="VARIANT",
-                   help=f"subset of: {'; '.join(STUDENTS)}")
+                   help="subset of: " + "; ".join(STUDENTS).replace("%", "%%"))  # argparse formats % in help
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every run, e.g. data.split.test=[L067] (repeatable)")
     run(p.parse_args())

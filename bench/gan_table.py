@@ -39,7 +39,6 @@ Finished runs are reused (delete ``OUT/NAME`` to retrain; a cut run is resumed);
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -87,13 +86,6 @@ def _overrides(name: str, args: argparse.Namespace, steps: int) -> list[str]:
     return data + common + spec["set"] + extra
 
 
-def _last_step(run: Path) -> int:
-    from ldct.engine.checkpoint import read_pointer
-
-    last = read_pointer(run / "checkpoints", "last") if (run / "checkpoints").is_dir() else None
-    return int(last.name.split("_")[1]) if last is not None else -1
-
-
 def _command(name: str, data: Path, run: Path, steps: int, overrides: list[str]) -> str:
     parts = ["ldct", "train", METHODS[name]["recipe"], "--data", str(data), "--out", str(run), "--max-steps",
              str(steps)]
@@ -104,12 +96,13 @@ def _command(name: str, data: Path, run: Path, steps: int, overrides: list[str])
 
 def _train(name: str, data: Path, run: Path, steps: int, overrides: list[str]) -> dict[str, Any]:
     """Train (or reuse / resume) one run; returns {"steps", "wall_s"} (wall time summed over resumes)."""
+    from ldct.engine.checkpoint import last_step
     from ldct.engine.config import load_recipe
     from ldct.engine.loop import train
 
     tfile = run / "bench_time.json"
     timing = json.loads(tfile.read_text()) if tfile.is_file() else {"wall_s": 0.0}
-    done = _last_step(run)
+    done = last_step(run)
     if done >= steps:
         print(f"  reuse {run} (step {done}, {timing['wall_s']:.0f} s)", flush=True)
         return {**timing, "steps": done}
@@ -159,18 +152,16 @@ def make_unpaired(out: Path, data: Path, args: argparse.Namespace) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- scoring
-def _eval_dataset(meta: dict[str, Any], data: Path, args: argparse.Namespace):
+def _eval_dataset(meta: dict[str, Any], data: Path, run: Path, args: argparse.Namespace):
     """The held-out patient's whole slices at the dose, as ``ldct evaluate`` builds them from a run's recipe
-    (every slice: slice_stride 1; unpaired recipes are scored on the paired data)."""
+    (every slice; unpaired recipes are scored on the paired data)."""
     from ldct.data.build import eval_dataset
-    from ldct.data.config import parse_data_config
+    from ldct.evaluation.run import run_data_config
 
-    section = copy.deepcopy((meta.get("recipe") or {}).get("data") or {})
-    section.update(root=str(data), slice_stride=1, doses=[args.dose], cache_dir=str(args.cache))
-    if section.get("kind") == "unpaired":
-        section.update(kind="auto", ld_root=None, nd_root=None, ld_dose=None)
-    section.pop("dose_range", None)
-    cfg = parse_data_config(section)
+    changes = {"doses": [args.dose], "cache_dir": str(args.cache), "dose_range": None}
+    if ((meta.get("recipe") or {}).get("data") or {}).get("kind") == "unpaired":
+        changes.update(kind="auto", ld_root=None, nd_root=None, ld_dose=None)
+    cfg = run_data_config(meta, data, run, **changes)
     ds, _ = eval_dataset(cfg, cache_dir=args.cache, patients=[args.held_out], doses=[args.dose])
     return ds
 
@@ -182,7 +173,7 @@ def _score(name: str, run: Path, data: Path, args: argparse.Namespace, out: Path
     from ldct.hu import Window
 
     method, meta = load_checkpoint(run, inference_only=True, prefer="last")
-    ds = _eval_dataset(meta, data, args)
+    ds = _eval_dataset(meta, data, run, args)
     w = meta.get("hu_window") or [-1000.0, 1000.0]
     n = min(len(ds), args.max_slices or len(ds))
     res = evaluate(method, ds, name=METHODS[name]["label"], window=Window(float(w[0]), float(w[1]), "net"),

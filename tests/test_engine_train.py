@@ -55,7 +55,9 @@ def test_short_run_learns_and_writes_the_run_folder(run40):
     assert sorted(p.name for p in ckpts.glob("step_*")) == ["step_0000030", "step_0000040"]  # keep_checkpoints=2
     assert (ckpts / "last").read_text().strip() == "step_0000040"
     assert (ckpts / "best").read_text().strip() in ("step_0000020", "step_0000040")
-    from ldct.engine.checkpoint import resolve_checkpoint  # the pointer files are model paths too
+    from ldct.engine.checkpoint import last_step, resolve_checkpoint  # the pointer files are model paths too
+
+    assert last_step(run_dir) == 40 and last_step(run_dir / "no_such_run") == -1
 
     assert resolve_checkpoint(ckpts / "last") == ckpts / "step_0000040" / "weights.safetensors"
     assert resolve_checkpoint(ckpts / "best").parent.name == (ckpts / "best").read_text().strip()

@@ -123,6 +123,12 @@ def read_pointer(ckpt_root: Path, name: str) -> Path | None:
     return target if (target / "weights.safetensors").is_file() else None
 
 
+def last_step(run_dir: Path) -> int:
+    """The step of a run's ``last`` checkpoint, -1 when it has none yet."""
+    last = read_pointer(Path(run_dir) / "checkpoints", "last")
+    return int(last.name.split("_")[1]) if last is not None else -1
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` step folders (never the ones ``last``/``best`` point at)."""
     ckpt_root = Path(run_dir) / "checkpoints"
