@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for fam in families:
         print(f"teacher {fam}", flush=True)
         teachers[fam] = _train(TEACHERS[fam], out / f"teacher_{fam}", args.teacher_steps,
-                               common + _family_overrides(fam, args.cpu_sizes, "args.net"), data)
+                               common + _family_overrides(fam, args.cpu_sizes, "args.net") + args.teacher_set,
+                               data)
     table: dict[str, dict[float, dict[str, float]]] = {}
     baselines: dict[str, dict[float, dict[str, float]]] = {}
     for variant in args.variants:
@@ -152,6 +153,8 @@ def main() -> None:
     p.add_argument("--bm3d-slices", type=int, default=4, help="BM3D on at most N slices per dose")
     p.add_argument("--variants", nargs="+", default=list(STUDENTS), choices=list(STUDENTS), metavar="VARIANT",
                    help="subset of: " + "; ".join(STUDENTS).replace("%", "%%"))  # argparse formats % in help
+    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override for the teachers only, e.g. args.skips=false (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every run, e.g. data.split.test=[L067] (repeatable)")
     run(p.parse_args())

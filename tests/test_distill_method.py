@@ -196,3 +196,31 @@ def test_encoder_decoder_families_any_size_and_identity_modulation():
         assert enc and dec and not enc & dec and enc | dec == {id(p) for p in cond.parameters()}
         assert {id(p) for p in cond.dose_mlp.parameters()} <= enc
         assert cond.skips == (fam["name"] == "unet")
+
+
+def test_frozen_decoder_keeps_its_batchnorm_statistics(tmp_path, abdomen):
+    """The autoencoder family normalises with BatchNorm: a frozen decoder must also keep the teacher's
+    running statistics (train mode would overwrite them from low-dose batches), and so decode a teacher
+    latent exactly as the teacher does."""
+    torch.manual_seed(0)
+    args = {"net": {"name": "autoencoder", "channels": [8, 8, 16]}, "lr": 5e-3}
+    teacher = build("teacher", args)
+    train(teacher, abdomen, 5, size=CROP, doses=[1.0], seed=0)
+    run = save_run(tmp_path / "t", teacher, "teacher", args, 5)
+    s = build("distill", {"teacher": str(run), "lr": 5e-3})
+    net = s.nets["student"].module
+    dec = {id(p) for p in net.decoder_parameters()}
+    bn_dec = [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and id(m.weight) in dec]
+    bn_enc = [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and id(m.weight) not in dec]
+    assert bn_dec and bn_enc
+    before = weights_of(net)
+    train(s, abdomen, 3, size=CROP, doses=list(TEST_DOSES), seed=3)
+    after = weights_of(net)
+    for n in bn_dec:
+        assert torch.equal(before[f"{n}.running_mean"], after[f"{n}.running_mean"]), n
+    assert any(not torch.equal(before[f"{n}.running_mean"], after[f"{n}.running_mean"]) for n in bn_enc)
+    s.train(False)
+    x = abdomen.crops(2, CROP, np.random.default_rng(0), [1.0])["nd"]
+    with torch.no_grad():
+        t = s.nets["teacher"]
+        assert torch.equal(net.decode(t.encode(x)), t.decode(t.encode(x)))

@@ -181,8 +181,7 @@ class Distill(_FrozenSetup, Method):
             own.update({k: v for k, v in t.net.state_dict().items() if k in names})
             student.net.load_state_dict(own)
         if not finetune_decoder:
-            for p in student.decoder_parameters():
-                p.requires_grad_(False)
+            student.freeze_decoder()
         trainable = [p for p in student.parameters() if p.requires_grad]
         self.add_net("student", student, _adam(trainable, lr, betas))
         self.add_net("teacher", t, frozen=True)

@@ -86,6 +86,7 @@ class EncoderDecoder(nn.Module):
         self.in_channels = int(self.family.get("in_channels", 1))
         self._encoder_names: frozenset[str] | None = None
         self._n_skips = 0
+        self._kept_eval: list[nn.Module] = []  # modules that stay in eval mode (see freeze_decoder)
 
     # halves -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, dose: torch.Tensor | float | None = None) -> Encoded:
@@ -161,3 +162,23 @@ class EncoderDecoder(nn.Module):
         """Parameters only ``decode`` uses."""
         enc = self._trace_encoder()
         return (p for n, p in self.named_parameters() if n not in enc)
+
+    def freeze_decoder(self) -> None:
+        """Stop training the decoder half: no gradients, and its normalisation layers keep their running
+        statistics (they stay in eval mode, whatever ``train()`` says), so the decoder computes exactly what
+        the teacher's does."""
+        dec = {id(p) for p in self.decoder_parameters()}
+        for p in self.parameters():
+            if id(p) in dec:
+                p.requires_grad_(False)
+        self._kept_eval = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and any(True for _ in m.parameters(recurse=False))
+                           and all(id(p) in dec for p in m.parameters(recurse=False))]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> EncoderDecoder:
+        """As :meth:`nn.Module.train`, but a frozen decoder's normalisation layers stay in eval mode."""
+        super().train(mode)
+        for m in self._kept_eval:
+            m.eval()
+        return self
