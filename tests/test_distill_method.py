@@ -224,3 +224,53 @@ def test_frozen_decoder_keeps_its_batchnorm_statistics(tmp_path, abdomen):
     with torch.no_grad():
         t = s.nets["teacher"]
         assert torch.equal(net.decode(t.encode(x)), t.decode(t.encode(x)))
+
+
+def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_frozen(teacher_run, abdomen, mayo,
+                                                                                       tmp_path):
+    """Residual decoding: output = x + decoder(student encoding) - teacher(x). An untrained student returns
+    its input exactly (the teacher's reconstruction error cancels), the frozen reference never moves, and
+    training lowers the error on a held-out patient below the low-dose input's."""
+    torch.manual_seed(0)
+    args = {"teacher": str(teacher_run), "residual": True, "lr": 2e-3}
+    s = build("distill", args)
+    net = s.nets["student"].module
+    held_out = mayo.crops(16, 64, np.random.default_rng(11), [0.1])
+    dose = torch.full((16,), 0.1)
+    s.train(False)
+    with torch.no_grad():
+        assert torch.allclose(s.predict(held_out["ld"], dose), held_out["ld"], atol=1e-6)
+    ref_before, all_before = weights_of(net.reference), weights_of(net)
+    s.train(True)
+    train(s, abdomen, 200, size=CROP, doses=list(TEST_DOSES), seed=1)
+    assert all(torch.equal(v, weights_of(net.reference)[k]) for k, v in ref_before.items())
+    changed = {n for n, v in weights_of(net).items() if not torch.equal(all_before[n], v)}
+    assert any(n.startswith("dose_gate.") for n in changed)  # the dose gate on the correction learns
+    assert not net.reference.training and net.training
+    s.train(False)
+    with torch.no_grad():
+        out = s.predict(held_out["ld"], dose)
+    ld_err, out_err = _soft_rmse(held_out["ld"], held_out["nd"]), _soft_rmse(out, held_out["nd"])
+    assert out_err < 0.9 * ld_err, (ld_err, out_err)
+    run = save_run(tmp_path / "res", s, "distill", args, 200)
+    loaded, meta = load_checkpoint(run)
+    assert meta["network"]["residual"] is True
+    assert torch.equal(loaded.predict(held_out["ld"], dose), out)
+
+
+def test_dose_balanced_loss_weights_each_sample_by_its_inverse_input_error(teacher_run, abdomen):
+    """dose_balanced: sample b's loss terms are weighted by mean(e) / e_b, e_b = L1(low dose, normal dose) of
+    that sample, so a 10 % and a 70 % crop count by their relative errors."""
+    batch = abdomen.crops(8, CROP, np.random.default_rng(4), list(TEST_DOSES))
+    plain = build("distill", {"teacher": str(teacher_run)})
+    bal = build("distill", {"teacher": str(teacher_run), "dose_balanced": True})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        t_plain, t_bal = plain.losses(batch), bal.losses(batch)
+        out = bal.nets["student"](batch["ld"], batch["dose"])
+    e = (batch["ld"] - batch["nd"]).abs().flatten(1).mean(1)
+    per = (out - batch["nd"]).abs().flatten(1).mean(1)
+    assert e.max() > 2 * e.min()  # the batch mixes doses
+    assert float(t_bal["rec"]) == pytest.approx(float((per * e.mean() / e).mean()), rel=1e-5)
+    assert float(t_plain["rec"]) == pytest.approx(float(per.mean()), rel=1e-5)
+    assert float(t_bal["rec"]) != pytest.approx(float(t_plain["rec"]), rel=1e-3)

@@ -42,9 +42,21 @@ DEFAULT_FAMILY: dict[str, Any] = {
     "name": "nafnet", "width": 32, "enc_blk_nums": [2, 2], "middle_blk_num": 4, "dec_blk_nums": [2, 2]}
 
 
-def _mean_mse(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over pairs of MSE(a_k, b_k)."""
-    return torch.stack([F.mse_loss(x.float(), y.float()) for x, y in zip(a, b, strict=True)]).mean()
+def _per_sample(err: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``err`` (B, ...), each sample weighted by ``w`` (B,) when given."""
+    if w is None:
+        return err.mean()
+    return (err.flatten(1).mean(1) * w).mean()
+
+
+def _mean_mse(a: list[torch.Tensor], b: list[torch.Tensor], w: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pairs of MSE(a_k, b_k) (samples weighted by ``w`` when given)."""
+    return torch.stack([_per_sample((x.float() - y.float()) ** 2, w) for x, y in zip(a, b, strict=True)]).mean()
+
+
+def _weighted_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """L1(a, b) (samples weighted by ``w`` when given)."""
+    return _per_sample((a.float() - b.float()).abs(), w)
 
 
 def _adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
@@ -133,6 +145,12 @@ class Distill(_FrozenSetup, Method):
         prior_net: sub-network of an ldct checkpoint to use as the prior (e.g. "net.net" for a teacher run).
         finetune_decoder: train the decoder too (default: keep the teacher's decoder frozen).
         init_from_teacher: start the student encoder from the teacher's weights (else random init).
+        dose_balanced: weight each sample's loss terms by ``mean_batch(e) / e``, ``e`` its low-dose input's
+            L1 error (detached): every dose counts by its *relative* improvement, so the noisiest level no
+            longer dominates the gradient and high doses are not traded away.
+        residual: residual decoding (ldct's addition): the student outputs
+            ``x + decoder(student encoding) - teacher(x)``, so the teacher's reconstruction error cancels and
+            an untrained student returns its input (see :class:`~ldct.models.encdec.EncoderDecoder`).
         lr, betas: Adam.
         dose_hidden: width of the dose MLP.
     """
@@ -156,6 +174,8 @@ class Distill(_FrozenSetup, Method):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         dose_hidden: int = 64,
+        residual: bool = False,
+        dose_balanced: bool = False,
     ) -> None:
         super().__init__()
         if not teacher:
@@ -170,8 +190,11 @@ class Distill(_FrozenSetup, Method):
         t.requires_grad_(False).eval()
         self.dose_conditioned = bool(dose_conditioned)
         student = build_network({"name": "encdec", "family": t.family, "skips": t.skips,
-                                 "dose_conditioned": self.dose_conditioned, "dose_hidden": int(dose_hidden)},
+                                 "dose_conditioned": self.dose_conditioned, "dose_hidden": int(dose_hidden),
+                                 "residual": bool(residual)},
                                 where="student")
+        if student.reference is not None:
+            student.reference.load_state_dict(t.state_dict())
         if init_from_teacher:
             student.net.load_state_dict(t.net.state_dict())
         else:  # the decoder is still the teacher's
@@ -193,6 +216,7 @@ class Distill(_FrozenSetup, Method):
         self.lambdas = {"lat": float(lambda_lat), "rec": float(lambda_rec), "feat": float(lambda_feat),
                         "prior": float(lambda_prior)}
         self.finetune_decoder = bool(finetune_decoder)
+        self.dose_balanced = bool(dose_balanced)
         if self.lambdas["feat"] > 0 and not student.num_skips:
             raise LdctError(f"args.lambda_feat: the {t.family['name']} family has no encoder stages to "
                             "distill layer by layer; set it to 0")
@@ -211,10 +235,14 @@ class Distill(_FrozenSetup, Method):
         with torch.no_grad():
             t_enc: Encoded = teacher.encode(nd)
         out, s_enc = student(ld, dose, return_encoding=True)
-        terms = {"lat": _mean_mse(teacher.distilled(s_enc), teacher.distilled(t_enc)),
-                 "rec": F.l1_loss(out.float(), nd.float())}
+        w = None
+        if self.dose_balanced:  # (B,) weights: the batch's mean input error / each sample's
+            e = (ld.float() - nd.float()).abs().flatten(1).mean(1).detach().clamp_min(1e-6)
+            w = e.mean() / e
+        terms = {"lat": _mean_mse(teacher.distilled(s_enc), teacher.distilled(t_enc), w),
+                 "rec": _weighted_l1(out, nd, w)}
         if self.lambdas["feat"] > 0:
-            terms["feat"] = _mean_mse(s_enc.skips, t_enc.skips)
+            terms["feat"] = _mean_mse(s_enc.skips, t_enc.skips, w)
         if self.lambdas["prior"] > 0:
             if self.prior is not None:
                 terms["prior"] = self.prior(out, nd)

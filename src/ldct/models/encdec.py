@@ -28,7 +28,7 @@ from torch import nn
 from ldct.errors import LdctError
 from ldct.models.autoencoder import AutoEncoder
 from ldct.models.common import crop_to, pad_to_multiple
-from ldct.models.dose import DoseMLP
+from ldct.models.dose import DoseMLP, dose_feature
 from ldct.models.registry import NETWORKS
 
 
@@ -57,6 +57,13 @@ class EncoderDecoder(nn.Module):
         skips: feed the encoder's skip features to the decoder (None: only for U-Net).
         dose_conditioned: modulate every encoder stage by the dose (FiLM, identity at init).
         dose_hidden: width of the dose MLP.
+        residual: output ``x + decode(encode(x, dose)) - reference(x)``, where ``reference`` is a frozen
+            copy of the teacher (same family, loaded by the distillation method) run on the input. The
+            teacher's own reconstruction error then cancels: at initialisation (student = teacher) the
+            output is exactly the input, and the student learns only the correction. Costs one extra
+            teacher pass at inference. With ``dose_conditioned`` the correction is also scaled by a learned
+            dose gate ``g(dose) = 2 sigmoid(mlp(log dose))`` (1 at initialisation): the right correction
+            shrinks with dose (almost none at 70 %), which FiLM on the encoder alone learns slowly.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class EncoderDecoder(nn.Module):
         skips: bool | None = None,
         dose_conditioned: bool = False,
         dose_hidden: int = 64,
+        residual: bool = False,
     ):
         super().__init__()
         from ldct.engine.specs import build_network  # lazy: the engine imports the model registry
@@ -87,6 +95,16 @@ class EncoderDecoder(nn.Module):
         self._encoder_names: frozenset[str] | None = None
         self._n_skips = 0
         self._kept_eval: list[nn.Module] = []  # modules that stay in eval mode (see freeze_decoder)
+        self.residual = bool(residual)
+        self.reference: EncoderDecoder | None = None
+        if self.residual:  # frozen, always in eval mode; its weights come from the teacher
+            self.reference = EncoderDecoder(family=self.family, skips=self.skips).requires_grad_(False).eval()
+            self._kept_eval.append(self.reference)
+        self.dose_gate: nn.Sequential | None = None
+        if self.residual and self.dose_conditioned:
+            self.dose_gate = nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 1))
+            nn.init.zeros_(self.dose_gate[2].weight)
+            nn.init.zeros_(self.dose_gate[2].bias)
 
     # halves -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, dose: torch.Tensor | float | None = None) -> Encoded:
@@ -123,6 +141,14 @@ class EncoderDecoder(nn.Module):
         :class:`Encoded` it was decoded from (training goes through forward so DDP sees it)."""
         enc = self.encode(x, dose)
         y = self.decode(enc)
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference(x)
+            y = y - ref
+            if self.dose_gate is not None:
+                g = 2 * torch.sigmoid(self.dose_gate(dose_feature(dose, x.shape[0], x.device)))
+                y = y * g.view(-1, 1, 1, 1).to(y.dtype)
+            y = x + y
         return (y, enc) if return_encoding else y
 
     # which weights belong to which half -----------------------------------------------------------
@@ -130,8 +156,9 @@ class EncoderDecoder(nn.Module):
         """Names of the parameters ``encode`` uses, found by back-propagating from a tiny probe once
         (in eval mode, so BatchNorm statistics do not move). Also counts the encoder's skip outputs."""
         if self._encoder_names is None:
-            names = [n for n, _ in self.named_parameters()]
-            params = [p for _, p in self.named_parameters()]
+            named = [(n, p) for n, p in self.named_parameters() if not n.startswith("reference.")]
+            names = [n for n, _ in named]
+            params = [p for _, p in named]
             was_training = self.training
             self.eval()
             try:
@@ -143,7 +170,8 @@ class EncoderDecoder(nn.Module):
                     grads = torch.autograd.grad(total, params, allow_unused=True)
             finally:
                 self.train(was_training)
-            self._encoder_names = frozenset(n for n, g in zip(names, grads, strict=True) if g is not None)
+            self._encoder_names = frozenset(n for n, g in zip(names, grads, strict=True)
+                                            if g is not None or n.startswith("dose_gate."))
             self._n_skips = len(enc.skips)
         return self._encoder_names
 
@@ -159,9 +187,9 @@ class EncoderDecoder(nn.Module):
         return (p for n, p in self.named_parameters() if n in enc)
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters only ``decode`` uses."""
+        """Parameters only ``decode`` uses (not the frozen reference of a residual model)."""
         enc = self._trace_encoder()
-        return (p for n, p in self.named_parameters() if n not in enc)
+        return (p for n, p in self.named_parameters() if n not in enc and not n.startswith("reference."))
 
     def freeze_decoder(self) -> None:
         """Stop training the decoder half: no gradients, and its normalisation layers keep their running
@@ -171,7 +199,7 @@ class EncoderDecoder(nn.Module):
         for p in self.parameters():
             if id(p) in dec:
                 p.requires_grad_(False)
-        self._kept_eval = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        self._kept_eval += [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                            and any(True for _ in m.parameters(recurse=False))
                            and all(id(p) in dec for p in m.parameters(recurse=False))]
         self.train(self.training)
