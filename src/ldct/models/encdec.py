@@ -170,8 +170,7 @@ class EncoderDecoder(nn.Module):
                     grads = torch.autograd.grad(total, params, allow_unused=True)
             finally:
                 self.train(was_training)
-            self._encoder_names = frozenset(n for n, g in zip(names, grads, strict=True)
-                                            if g is not None or n.startswith("dose_gate."))
+            self._encoder_names = frozenset(n for n, g in zip(names, grads, strict=True) if g is not None)
             self._n_skips = len(enc.skips)
         return self._encoder_names
 
@@ -187,21 +186,20 @@ class EncoderDecoder(nn.Module):
         return (p for n, p in self.named_parameters() if n in enc)
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters only ``decode`` uses (not the frozen reference of a residual model)."""
+        """Parameters of the wrapped network that only ``decode`` uses (never the dose MLP or gate, nor the
+        frozen reference of a residual model)."""
         enc = self._trace_encoder()
-        return (p for n, p in self.named_parameters() if n not in enc and not n.startswith("reference."))
+        return (p for n, p in self.net.named_parameters(prefix="net") if n not in enc)
 
     def freeze_decoder(self) -> None:
         """Stop training the decoder half: no gradients, and its normalisation layers keep their running
         statistics (they stay in eval mode, whatever ``train()`` says), so the decoder computes exactly what
         the teacher's does."""
-        dec = {id(p) for p in self.decoder_parameters()}
-        for p in self.parameters():
-            if id(p) in dec:
-                p.requires_grad_(False)
-        self._kept_eval += [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                           and any(True for _ in m.parameters(recurse=False))
-                           and all(id(p) in dec for p in m.parameters(recurse=False))]
+        dec = set(self.decoder_parameters())
+        for p in dec:
+            p.requires_grad_(False)
+        self._kept_eval += [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and m.weight is not None and m.weight in dec]
         self.train(self.training)
 
     def train(self, mode: bool = True) -> EncoderDecoder:
