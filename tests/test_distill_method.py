@@ -228,11 +228,12 @@ def test_frozen_decoder_keeps_its_batchnorm_statistics(tmp_path, abdomen):
 
 def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_frozen(teacher_run, abdomen, mayo,
                                                                                        tmp_path):
-    """Residual decoding: output = x + decoder(student encoding) - teacher(x). An untrained student returns
-    its input exactly (the teacher's reconstruction error cancels), the frozen reference never moves, and
-    training lowers the error on a held-out patient below the low-dose input's."""
+    """Residual decoding: output = x + decoder(student encoding) - teacher(x) (here with a learned blend, 0.5 of
+    the input at first). An untrained student returns its input exactly (the teacher's reconstruction error
+    cancels), the frozen reference never moves, and training lowers the error on a held-out patient below the
+    low-dose input's."""
     torch.manual_seed(0)
-    args = {"teacher": str(teacher_run), "residual": True, "lr": 2e-3}
+    args = {"teacher": str(teacher_run), "output": "residual", "blend": "learned", "lr": 2e-3}
     s = build("distill", args)
     net = s.nets["student"].module
     held_out = mayo.crops(16, 64, np.random.default_rng(11), [0.1])
@@ -245,7 +246,7 @@ def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_f
     train(s, abdomen, 200, size=CROP, doses=list(TEST_DOSES), seed=1)
     assert all(torch.equal(v, weights_of(net.reference)[k]) for k, v in ref_before.items())
     changed = {n for n, v in weights_of(net).items() if not torch.equal(all_before[n], v)}
-    assert any(n.startswith("dose_gate.") for n in changed)  # the dose gate on the correction learns
+    assert any(n.startswith("dose_gate.") for n in changed)  # the learned blend weight moves
     assert not net.reference.training and net.training
     s.train(False)
     with torch.no_grad():
@@ -254,7 +255,7 @@ def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_f
     assert out_err < 0.9 * ld_err, (ld_err, out_err)
     run = save_run(tmp_path / "res", s, "distill", args, 200)
     loaded, meta = load_checkpoint(run)
-    assert meta["network"]["residual"] is True
+    assert meta["network"]["output"] == "residual"
     assert torch.equal(loaded.predict(held_out["ld"], dose), out)
 
 
@@ -274,3 +275,59 @@ def test_dose_balanced_loss_weights_each_sample_by_its_inverse_input_error(teach
     assert float(t_bal["rec"]) == pytest.approx(float((per * e.mean() / e).mean()), rel=1e-5)
     assert float(t_plain["rec"]) == pytest.approx(float(per.mean()), rel=1e-5)
     assert float(t_bal["rec"]) != pytest.approx(float(t_plain["rec"]), rel=1e-3)
+
+
+def test_learned_blend_keeps_more_of_the_input_at_higher_dose(teacher_run, abdomen, mayo, tmp_path):
+    """Learned blend: out = w(dose) x + (1 - w(dose)) decoder(student encoding). The normal-dose target keeps
+    its own noise, so the least-error estimate keeps more of a cleaner input: after training the learned input
+    share is larger at 70 % than at 10 %, and the student beats the low-dose input at both doses on a
+    held-out patient. Without dose conditioning there is one weight for every dose."""
+    torch.manual_seed(0)
+    args = {"teacher": str(teacher_run), "blend": "learned", "lr": 2e-3}
+    s = build("distill", args)
+    net = s.nets["student"].module
+    assert net.blend_weight(0.1) == net.blend_weight(0.7) == 0.5  # starts undecided
+    train(s, abdomen, 200, size=CROP, doses=list(TEST_DOSES), seed=1)
+    s.train(False)
+    w10, w70 = net.blend_weight(0.1), net.blend_weight(0.7)
+    assert 0.0 < w10 < w70 < 1.0 and w70 - w10 > 0.1, (w10, w70)
+    for d in TEST_DOSES:
+        held_out = mayo.crops(16, 64, np.random.default_rng(11), [d])
+        dose = torch.full((16,), d)
+        with torch.no_grad():
+            out = s.predict(held_out["ld"], dose)
+            decoded = net.decode(net.encode(held_out["ld"], dose))
+        assert torch.allclose(out, net.blend_weight(d) * held_out["ld"] + (1 - net.blend_weight(d)) * decoded,
+                              atol=1e-5)
+        ld_err, out_err = _soft_rmse(held_out["ld"], held_out["nd"]), _soft_rmse(out, held_out["nd"])
+        assert out_err < ld_err, (d, ld_err, out_err)
+    run = save_run(tmp_path / "blend", s, "distill", args, 200)
+    loaded, meta = load_checkpoint(run)
+    assert meta["network"]["blend"] == "learned"
+    assert loaded.nets["student"].blend_weight(0.7) == pytest.approx(w70)
+    plain = build("distill", {"teacher": str(teacher_run), "blend": "learned", "dose_conditioned": False})
+    pnet = plain.nets["student"].module
+    assert pnet.dose_gate is None and pnet.blend_logit is not None
+    assert pnet.blend_weight(0.1) == pnet.blend_weight(0.7)
+    for bad, match in (({"output": "mix"}, "output"), ({"blend": "dose", "dose_conditioned": False}, "dose-conditioned")):
+        with pytest.raises(LdctError, match=match):
+            build("distill", {"teacher": str(teacher_run), **bad})
+
+
+def test_dose_blend_keeps_the_dose_fraction_of_the_input(teacher_run, mayo):
+    """blend="dose": out = dose x + (1 - dose) y, y the residual decoding: at normal dose the output is the
+    input, at 10 % it keeps a tenth of it, and an untrained residual student returns its input at any dose."""
+    s = build("distill", {"teacher": str(teacher_run), "output": "residual", "blend": "dose"})
+    net = s.nets["student"].module
+    s.train(False)
+    x = mayo.crops(4, 48, np.random.default_rng(5), [0.1])["ld"]
+    dose = torch.tensor([0.1, 0.25, 0.5, 1.0])
+    with torch.no_grad():
+        assert torch.allclose(s.predict(x, dose), x, atol=1e-6)  # untrained: y = x
+        torch.nn.init.normal_(net.net.head.weight, std=0.5)  # any encoder change moves y off x
+        y = x + net.decode(net.encode(x, dose)) - net.reference(x)
+        out = s.predict(x, dose)
+    assert not torch.allclose(y, x, atol=1e-3)
+    assert torch.allclose(out, dose.view(-1, 1, 1, 1) * x + (1 - dose.view(-1, 1, 1, 1)) * y, atol=1e-5)
+    assert torch.equal(out[3], x[3])
+    assert [net.blend_weight(d) for d in (0.1, 0.7)] == pytest.approx([0.1, 0.7])

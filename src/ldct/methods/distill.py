@@ -147,9 +147,14 @@ class Distill(_FrozenSetup, Method):
         dose_balanced: weight each sample's loss terms by ``mean_batch(e) / e``, ``e`` its low-dose input's
             L1 error (detached): every dose counts by its *relative* improvement, so the noisiest level no
             longer dominates the gradient and high doses are not traded away.
-        residual: residual decoding (ldct's addition): the student outputs
-            ``x + decoder(student encoding) - teacher(x)``, so the teacher's reconstruction error cancels and
-            an untrained student returns its input (see :class:`~ldct.models.encdec.EncoderDecoder`).
+        output: what the student decodes (ldct's addition; see :class:`~ldct.models.encdec.EncoderDecoder`):
+            ``"decoder"`` (the original method: the decoded encoding) or ``"residual"``
+            (``x + decoder(student encoding) - teacher(x)``: the teacher's reconstruction error cancels and an
+            untrained student returns its input).
+        blend: share of the input kept in the output, ``out = w x + (1 - w) decoded`` (ldct's addition):
+            ``"none"`` (the original method), ``"dose"`` (``w`` = the dose fraction: the least-squares estimate
+            of a normal dose that keeps its own noise; the decoded image is then asked for the clean image at
+            every dose) or ``"learned"`` (``w`` learned per dose).
         lr, betas: Adam.
         dose_hidden: width of the dose MLP.
     """
@@ -173,7 +178,8 @@ class Distill(_FrozenSetup, Method):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         dose_hidden: int = 64,
-        residual: bool = False,
+        output: str = "decoder",
+        blend: str = "none",
         dose_balanced: bool = False,
     ) -> None:
         super().__init__()
@@ -190,7 +196,7 @@ class Distill(_FrozenSetup, Method):
         self.dose_conditioned = bool(dose_conditioned)
         student = build_network({"name": "encdec", "family": t.family, "skips": t.skips,
                                  "dose_conditioned": self.dose_conditioned, "dose_hidden": int(dose_hidden),
-                                 "residual": bool(residual)},
+                                 "output": str(output), "blend": str(blend)},
                                 where="student")
         if student.reference is not None:
             student.reference.load_state_dict(t.state_dict())

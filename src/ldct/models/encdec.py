@@ -46,6 +46,11 @@ class Encoded(NamedTuple):
 #: Families whose decoder uses the skip features by default.
 SKIP_FAMILIES = ("unet",)
 
+#: What an :class:`EncoderDecoder` can output (see its ``output`` argument).
+OUTPUTS = ("decoder", "residual")
+#: How an :class:`EncoderDecoder` keeps part of its input (see its ``blend`` argument).
+BLENDS = ("none", "dose", "learned")
+
 
 @NETWORKS.register("encdec")
 class EncoderDecoder(nn.Module):
@@ -57,13 +62,23 @@ class EncoderDecoder(nn.Module):
         skips: feed the encoder's skip features to the decoder (None: only for U-Net).
         dose_conditioned: modulate every encoder stage by the dose (FiLM, identity at init).
         dose_hidden: width of the dose MLP.
-        residual: output ``x + decode(encode(x, dose)) - reference(x)``, where ``reference`` is a frozen
-            copy of the teacher (same family, loaded by the distillation method) run on the input. The
-            teacher's own reconstruction error then cancels: at initialisation (student = teacher) the
-            output is exactly the input, and the student learns only the correction. Costs one extra
-            teacher pass at inference. With ``dose_conditioned`` the correction is also scaled by a learned
-            dose gate ``g(dose) = 2 sigmoid(mlp(log dose))`` (1 at initialisation): the right correction
-            shrinks with dose (almost none at 70 %), which FiLM on the encoder alone learns slowly.
+        output: what the model decodes, ``d = decode(encode(x, dose))`` being the decoded encoding:
+
+            - ``"decoder"`` (default, the original method): ``y = d``.
+            - ``"residual"``: ``y = x + d - reference(x)``, where ``reference`` is a frozen copy of the
+              teacher (same family, loaded by the distillation method) run on the input. The teacher's own
+              reconstruction error cancels: at initialisation (student = teacher) ``y`` is exactly the input,
+              and the student learns only the correction. Costs one extra teacher pass at inference.
+        blend: how much of the input the output keeps: ``out = w x + (1 - w) y``.
+
+            - ``"none"`` (default): ``w = 0``.
+            - ``"dose"``: ``w`` = the dose fraction (needs ``dose_conditioned``). The normal-dose target keeps
+              its own noise: with low dose = normal dose + extra noise of variance ``(1/dose - 1)`` times the
+              normal dose's (photon noise), the least-squares estimate of the normal dose is
+              ``dose x + (1 - dose) clean``, so ``y`` is asked for the *clean* image at every dose (one task
+              for all levels) and the dose-dependent share of input texture is put back in closed form.
+            - ``"learned"``: ``w = sigmoid(mlp(log dose))`` (one learned constant when not dose-conditioned),
+              0.5 at initialisation.
     """
 
     def __init__(
@@ -73,7 +88,8 @@ class EncoderDecoder(nn.Module):
         skips: bool | None = None,
         dose_conditioned: bool = False,
         dose_hidden: int = 64,
-        residual: bool = False,
+        output: str = "decoder",
+        blend: str = "none",
     ):
         super().__init__()
         from ldct.engine.specs import build_network  # lazy: the engine imports the model registry
@@ -95,16 +111,25 @@ class EncoderDecoder(nn.Module):
         self._encoder_names: frozenset[str] | None = None
         self._n_skips = 0
         self._kept_eval: list[nn.Module] = []  # modules that stay in eval mode (see freeze_decoder)
-        self.residual = bool(residual)
+        if output not in OUTPUTS:
+            raise LdctError(f"output: {output!r} is not one of {', '.join(OUTPUTS)}")
+        if blend not in BLENDS:
+            raise LdctError(f"blend: {blend!r} is not one of {', '.join(BLENDS)}")
+        if blend == "dose" and not self.dose_conditioned:
+            raise LdctError("blend: 'dose' blends by the dose, so the model must be dose-conditioned")
+        self.output, self.blend = output, blend
         self.reference: EncoderDecoder | None = None
-        if self.residual:  # frozen, always in eval mode; its weights come from the teacher
+        if output == "residual":  # frozen, always in eval mode; its weights come from the teacher
             self.reference = EncoderDecoder(family=self.family, skips=self.skips).requires_grad_(False).eval()
             self._kept_eval.append(self.reference)
         self.dose_gate: nn.Sequential | None = None
-        if self.residual and self.dose_conditioned:
+        self.blend_logit: nn.Parameter | None = None
+        if blend == "learned" and self.dose_conditioned:
             self.dose_gate = nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 1))
             nn.init.zeros_(self.dose_gate[2].weight)
             nn.init.zeros_(self.dose_gate[2].bias)
+        elif blend == "learned":  # without dose: one learned logit
+            self.blend_logit = nn.Parameter(torch.zeros(()))
 
     # halves -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, dose: torch.Tensor | float | None = None) -> Encoded:
@@ -144,12 +169,28 @@ class EncoderDecoder(nn.Module):
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference(x)
-            y = y - ref
-            if self.dose_gate is not None:
-                g = 2 * torch.sigmoid(self.dose_gate(dose_feature(dose, x.shape[0], x.device)))
-                y = y * g.view(-1, 1, 1, 1).to(y.dtype)
-            y = x + y
+            y = x + y - ref
+        if self.blend != "none":
+            w = self._input_share(x, dose).to(y.dtype)
+            y = w * x + (1 - w) * y
         return (y, enc) if return_encoding else y
+
+    def _input_share(self, x: torch.Tensor, dose: torch.Tensor | float | None) -> torch.Tensor:
+        """(B, 1, 1, 1) blend weight ``w`` of the input for a batch ``x`` at ``dose`` (None = 1.0)."""
+        if self.blend == "dose":
+            return dose_feature(dose, x.shape[0], x.device).exp().view(-1, 1, 1, 1)
+        if self.dose_gate is not None:
+            return self.dose_gate(dose_feature(dose, x.shape[0], x.device)).sigmoid().view(-1, 1, 1, 1)
+        assert self.blend_logit is not None
+        return self.blend_logit.sigmoid().expand(x.shape[0], 1, 1, 1)
+
+    def blend_weight(self, dose: float | None = None) -> float:
+        """The input's share ``w`` of the output at ``dose`` (0 without blending)."""
+        if self.blend == "none":
+            return 0.0
+        p = next(self.parameters())
+        with torch.no_grad():
+            return float(self._input_share(torch.zeros(1, 1, 1, 1, device=p.device), dose))
 
     # which weights belong to which half -----------------------------------------------------------
     def _trace_encoder(self) -> frozenset[str]:
@@ -186,8 +227,8 @@ class EncoderDecoder(nn.Module):
         return (p for n, p in self.named_parameters() if n in enc)
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the wrapped network that only ``decode`` uses (never the dose MLP or gate, nor the
-        frozen reference of a residual model)."""
+        """Parameters of the wrapped network that only ``decode`` uses (never the dose MLP, gate or blend
+        weight, nor the frozen reference of a residual model)."""
         enc = self._trace_encoder()
         return (p for n, p in self.net.named_parameters(prefix="net") if n not in enc)
 
