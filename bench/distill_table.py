@@ -1,8 +1,10 @@
 """The distillation experiment end to end: teachers, the six student variants (+ dose generalisation),
 evaluated per dose on held-out patients with the low-dose input and BM3D; prints and writes the table.
 
-    OMP_NUM_THREADS=2 python bench/distill_table.py --data ../shared/data --out runs/distill_bench \\
-        --teacher-steps 1500 --student-steps 2000 --cpu-sizes --max-slices 4 --bm3d-slices 2
+    OMP_NUM_THREADS=1 python bench/distill_table.py --data ../shared/data --out runs/distill_final \\
+        --teacher-steps 1500 --student-steps 1500 --cpu-sizes --max-slices 8 --bm3d-slices 4 \\
+        --set args.lr=1e-3 --set train.val_slices=2 \\
+        --set "data.split={test: [abdomen_dicom], val: [QMNx85rKkkg], seed: 0}"
 
     # the full-size recipes (GPU): --teacher-steps 51200 --student-steps 76800 (100 / 150 epochs)
 
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recipe, fam, doses = STUDENTS[variant]
         print(f"student {variant}", flush=True)
         run_dir = _train(recipe, out / recipe, args.student_steps,
-                         common + [f"args.teacher={teachers[fam]}"], data)
+                         common + [f"args.teacher={teachers[fam]}"] + args.student_set, data)
         want_baselines = ["low-dose", "bm3d"] if doses == DOSES and not baselines else False
         results, _ = evaluate_run(run_dir, data, doses=doses, baselines=want_baselines, split=args.split,
                                   max_slices=args.max_slices, bm3d_max_slices=args.bm3d_slices,
@@ -155,6 +157,8 @@ def main() -> None:
                    help="subset of: " + "; ".join(STUDENTS).replace("%", "%%"))  # argparse formats % in help
     p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for the teachers only, e.g. args.skips=false (repeatable)")
+    p.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override for the students only, e.g. args.blend=dose (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every run, e.g. data.split.test=[L067] (repeatable)")
     run(p.parse_args())

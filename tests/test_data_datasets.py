@@ -208,3 +208,28 @@ def test_evaluation_scores_every_slice_not_the_training_stride(shared_data, abdo
     z = [r.slice_index for r in ds.records]
     assert all(r.slice_index % 25 == 0 for r in train) and len(train) == 5
     assert z == sorted(z) and len(z) > 100 and set(np.diff(z)) == {1}  # every slice, in order
+
+
+def test_sample_by_patient_draws_each_training_patient_equally_often(shared_data, tmp_path):
+    """A 12-slice and a 2-slice training patient: drawn by slice, the short one gets ~1/7 of the patches; with
+    ``sample_by: patient`` about half, and its patches still come from both of its slices."""
+    vol = read_volume(shared_data / "volumes" / "abdomen_3mm.nii.gz").data
+    root = tmp_path / "uneven"
+    for pid, sl in (("LONG", slice(40, 52)), ("SHORT", slice(60, 62)), ("V", slice(70, 71)), ("T", slice(80, 81))):
+        for role in ("full_dose", "quarter_dose"):
+            (root / pid / role).mkdir(parents=True)
+            np.save(root / pid / role / "ct.npy", vol[sl].astype(np.float32))
+    share = {}
+    for how in ("slice", "patient"):
+        cfg = {"root": str(root), "patch_size": 32, "split": {"test": ["T"], "val": ["V"]},
+               "samples_per_epoch": 400, "sample_by": how}
+        b = build_datasets(cfg, run_dir=tmp_path / how, seed=0)
+        items = [b.train[i] for i in range(400)]
+        short = [it for it in items if it["patient_id"] == "SHORT"]
+        share[how] = len(short) / len(items)
+        if how == "patient":
+            assert {it["slice_index"] for it in short} == {0, 1}
+    assert 0.08 < share["slice"] < 0.22, share
+    assert 0.42 < share["patient"] < 0.58, share
+    with pytest.raises(LdctError, match="sample_by"):
+        build_datasets({"root": str(root), "sample_by": "series"}, run_dir=tmp_path / "bad", seed=0)

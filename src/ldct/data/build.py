@@ -333,7 +333,7 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
             store, by_part["train"], doses=train_doses, patch_size=cfg.patch_size, scale=cfg.downsample,
             channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
             body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
-            fresh_noise=fresh, dose_range=cfg.dose_range)
+            fresh_noise=fresh, dose_range=cfg.dose_range, sample_by=cfg.sample_by)
         full_val = SliceDataset(store, by_part["val"], doses=eval_doses, scale=cfg.downsample,
                                 channels=cfg.channels, window=cfg.hu_window)
         val = full_val.subset(cfg.val_max_slices)

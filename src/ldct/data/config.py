@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "downsample": 1,
     "patch_size": 64,
     "samples_per_epoch": 200000,
+    "sample_by": "slice",
     "body_fraction": 0.3,
     "body_threshold_hu": -500.0,
     "augment": True,
@@ -63,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SPLIT_KEYS = ("val", "test", "seed", "file")
+#: how a training patch picks its slice: uniformly over slices, or a patient first (each patient equally
+#: often, however many slices it has), then one of its slices
+SAMPLE_BY = ("slice", "patient")
 RAW_KEYS = ("shape", "dtype", "offset", "spacing")
 
 
@@ -83,6 +87,7 @@ class DataConfig:
     downsample: int
     patch_size: int
     samples_per_epoch: int
+    sample_by: str
     body_fraction: float
     body_threshold_hu: float
     augment: bool
@@ -199,6 +204,8 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
         d[k] = _num(d, k, int, source, lo=lo)
     if d["val_max_slices"] is not None:
         d["val_max_slices"] = _num(d, "val_max_slices", int, source, lo=1)
+    if d["sample_by"] not in SAMPLE_BY:
+        raise _err("sample_by", f"expected one of {', '.join(SAMPLE_BY)}, got {d['sample_by']!r}", source)
     d["body_fraction"] = _num(d, "body_fraction", float, source, 0.0, 1.0)
     d["body_threshold_hu"] = _num(d, "body_threshold_hu", float, source)
     if d["downsample"] not in (1, 2, 3, 4, 8):

@@ -31,7 +31,8 @@ def _meta(rec: SliceRecord) -> dict[str, Any]:
 class PatchDataset(Dataset):
     """Random body-biased training patches from paired or simulated slices.
 
-    Each item draws a slice uniformly, a dose (one of ``doses``, or uniform in ``dose_range`` with
+    Each item draws a slice (uniformly over slices, or with ``sample_by="patient"`` a patient uniformly and
+    then one of its slices, so a long series does not outweigh the other patients), a dose (one of ``doses``, or uniform in ``dose_range`` with
     ``fresh_noise``), a crop of ``patch_size`` with at least ``body_fraction`` body pixels when possible,
     and (with ``augment``) one of the 8 flips/rotations applied to both images.
     """
@@ -40,7 +41,7 @@ class PatchDataset(Dataset):
                  patch_size: int = 64, scale: int = 1, channels: int = 1, window: Window = DEFAULT_NET_WINDOW,
                  augment: bool = True, body_fraction: float = 0.3, body_threshold_hu: float = -500.0,
                  length: int = 200000, seed: int = 0, fresh_noise: bool = False,
-                 dose_range: tuple[float, float] | None = None):
+                 dose_range: tuple[float, float] | None = None, sample_by: str = "slice"):
         if not records:
             raise LdctError("no training slices (check data.split and data.include/exclude)")
         self.store, self.records, self.doses = store, records, list(doses)
@@ -48,9 +49,22 @@ class PatchDataset(Dataset):
         self.augment, self.body_fraction, self.body_threshold = augment, body_fraction, body_threshold_hu
         self.length, self.seed, self.fresh_noise, self.dose_range = length, seed, fresh_noise, dose_range
         self.epoch = 0
+        if sample_by not in ("slice", "patient"):
+            raise ValueError(f"sample_by must be 'slice' or 'patient', got {sample_by!r}")
+        self.sample_by = sample_by
+        by_patient: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            by_patient.setdefault(r.patient_id, []).append(i)
+        self._patients = list(by_patient.values())
 
     def __len__(self) -> int:
         return self.length
+
+    def _record(self, rng: np.random.Generator) -> SliceRecord:
+        if self.sample_by == "patient":
+            slices = self._patients[int(rng.integers(len(self._patients)))]
+            return self.records[slices[int(rng.integers(len(slices)))]]
+        return self.records[int(rng.integers(len(self.records)))]
 
     def set_epoch(self, epoch: int) -> None:
         """New random patches for each epoch (deterministic given seed, epoch and index)."""
@@ -63,7 +77,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        rec = self.records[int(rng.integers(len(self.records)))]
+        rec = self._record(rng)
         dose = self._dose(rng)
         nd = self.store.nd(rec, self.channels)
         check_size(nd.shape, self.patch_size, rec.source)
