@@ -309,7 +309,8 @@ def test_learned_blend_keeps_more_of_the_input_at_higher_dose(teacher_run, abdom
     pnet = plain.nets["student"].module
     assert pnet.dose_gate is None and pnet.blend_logit is not None
     assert pnet.blend_weight(0.1) == pnet.blend_weight(0.7)
-    for bad, match in (({"output": "mix"}, "output"), ({"blend": "dose", "dose_conditioned": False}, "dose-conditioned")):
+    bad_args = (({"output": "mix"}, "output"), ({"blend": "dose", "dose_conditioned": False}, "dose-conditioned"))
+    for bad, match in bad_args:
         with pytest.raises(LdctError, match=match):
             build("distill", {"teacher": str(teacher_run), **bad})
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ldct.data.config import SAMPLE_BY
 from ldct.data.patches import apply_crop, augment_pair, body_mask, check_size, sample_crop
 from ldct.data.store import SliceRecord, SliceStore
 from ldct.errors import LdctError
@@ -32,9 +33,10 @@ class PatchDataset(Dataset):
     """Random body-biased training patches from paired or simulated slices.
 
     Each item draws a slice (uniformly over slices, or with ``sample_by="patient"`` a patient uniformly and
-    then one of its slices, so a long series does not outweigh the other patients), a dose (one of ``doses``, or uniform in ``dose_range`` with
-    ``fresh_noise``), a crop of ``patch_size`` with at least ``body_fraction`` body pixels when possible,
-    and (with ``augment``) one of the 8 flips/rotations applied to both images.
+    then one of its slices, so a long series does not outweigh the other patients), a dose (one of
+    ``doses``, or uniform in ``dose_range`` with ``fresh_noise``), a crop of ``patch_size`` with at least
+    ``body_fraction`` body pixels when possible, and (with ``augment``) one of the 8 flips/rotations applied
+    to both images.
     """
 
     def __init__(self, store: SliceStore, records: list[SliceRecord], *, doses: list[float],
@@ -49,8 +51,8 @@ class PatchDataset(Dataset):
         self.augment, self.body_fraction, self.body_threshold = augment, body_fraction, body_threshold_hu
         self.length, self.seed, self.fresh_noise, self.dose_range = length, seed, fresh_noise, dose_range
         self.epoch = 0
-        if sample_by not in ("slice", "patient"):
-            raise ValueError(f"sample_by must be 'slice' or 'patient', got {sample_by!r}")
+        if sample_by not in SAMPLE_BY:
+            raise ValueError(f"sample_by must be one of {SAMPLE_BY}, got {sample_by!r}")
         self.sample_by = sample_by
         by_patient: dict[str, list[int]] = {}
         for i, r in enumerate(records):
