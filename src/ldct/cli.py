@@ -1,13 +1,24 @@
 """The ``ldct`` command. Thin: each sub-command lives in ``ldct.commands.<name>`` and calls the library.
 
-User mistakes raise :class:`ldct.errors.LdctError`; :func:`main` prints them as one line on stderr
-(``ldct: error: <file>: <problem>``) and exits with code 2, without a traceback.
+Exit codes and messages (every command, every input):
+
+- a user mistake (bad file, bad option, bad recipe: :class:`ldct.errors.LdctError`, or a command-line usage
+  error) prints one line ``ldct: error: ...`` on stderr and exits with code 2, without a traceback;
+- an unexpected internal error prints one line naming the inputs and the place in ldct, says it is a bug
+  to report, and exits with code 1 (the traceback only with ``ldct --debug ...``);
+- Ctrl-C exits with 130.
+
+Typer (which bundles its own copy of click since 0.17) is the only command-line dependency: nothing here
+imports ``click`` itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import typer
 
@@ -33,6 +44,28 @@ COMMAND_MODULES = [
     "ldct.commands.simulate",  # simulate
 ]
 
+# Command-line exceptions of the click that typer uses (its bundled copy, or click itself in older typer):
+# found through typer's public BadParameter so that no click import is needed.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ldct import __version__
+
+        typer.echo(f"ldct {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the ldct version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an internal error."),
+) -> None:
+    """Low-dose CT denoising: read CT in HU, simulate low dose, train, evaluate, denoise."""
+
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
@@ -42,47 +75,65 @@ def _register_all() -> None:
 _register_all()
 
 
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(usage-error types, abort types) of click and of the click copy that typer bundles."""
-    import click
+def _usage_line(exc: Exception) -> str:
+    """One line for a command-line usage error: what was wrong, and where the help is."""
+    message = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "ldct"
+    return f"ldct: error: {command}: {message} (see '{command} --help')"
 
-    usage: list[type] = [click.exceptions.ClickException]
-    abort: list[type] = [click.exceptions.Abort]
-    try:
-        from typer._click import exceptions as tce  # typer >= 0.17 vendors click
 
-        usage.append(tce.ClickException)
-        if hasattr(tce, "Abort"):
-            abort.append(tce.Abort)
-    except ImportError:
-        pass
-    return tuple(usage), tuple(abort)
+def _internal_error_line(exc: BaseException, argv: list[str]) -> str:
+    """One line for a bug: the inputs named on the command line, the place in ldct, how to report it."""
+    inputs = [a for a in argv if not a.startswith("-") and os.path.exists(a)]
+    package = Path(__file__).resolve().parent
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if package in path.parents:
+            where = f" at {path.relative_to(package.parent)}:{frame.lineno}"
+            break
+    named = f" while processing {', '.join(inputs)}" if inputs else ""
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return (
+        f"ldct: error: internal error{named}{where}: {detail}. This is a bug in ldct: please report it "
+        f"with the output of 'ldct --debug {' '.join(argv)}'"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ldct`` console script."""
+    """Entry point of the ``ldct`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     try:
-        rv = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
+        rv = app(args=argv, standalone_mode=False, prog_name="ldct")  # click returns typer.Exit codes here
         if isinstance(rv, int):
             return rv
     except LdctError as exc:
-        print(f"ldct: error: {exc}", file=sys.stderr)
+        print(f"ldct: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("ldct: interrupted", file=sys.stderr)
         return 130
     except typer.Exit as exc:  # raised by commands that finish early
         return int(exc.exit_code or 0)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except Exception as exc:  # usage errors come here in non-standalone mode
-        click_exc, abort = _click_exception_types()
-        if isinstance(exc, click_exc):
-            exc.show()
-            return 2
-        if isinstance(exc, abort):
-            return 130
-        raise
+    except _CLICK_EXCEPTION as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `ldct`: the help, as asked
+            typer.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            return 0
+        print(_usage_line(exc), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("ldct: error: out of memory: the input is larger than this machine can hold "
+              "(try a smaller --tile or fewer slices)", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(_internal_error_line(exc, argv), file=sys.stderr)
+        return 1
     return 0
 
 
