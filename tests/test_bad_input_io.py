@@ -78,7 +78,7 @@ CASES = [
     (["info", "{d}/truncated_header.dcm"], "truncated_header.dcm", "truncated"),
     (["convert", "{d}/mr.dcm", "{o}/mr.nii.gz"], "mr.dcm", "not CT"),
     (["preview", "{d}/mr.dcm", "-o", "{o}/mr.png"], "mr.dcm", "not CT"),
-    (["info", "{d}/two_series"], "two_series", "2 series found"),
+    (["convert", "{d}/two_series", "{o}/x.nii.gz"], "two_series", "2 series found"),  # info lists them
     (["info", "{d}/two_series", "--series", "7"], "two_series", "no series '7'"),
     (["info", "{d}/no_pixels.dcm"], "no_pixels.dcm", "no PixelData"),
     (["info", "{d}/nan.npy"], "nan.npy", "1 NaN and 1 Inf"),

@@ -72,3 +72,20 @@ def test_patient_ids_from_folders_and_map(tmp_path):
     # one patient's folder as the root: the dose folders do not become patients, the root names it
     one = discover(tmp_path / "P1")
     assert sorted((s.patient_id, s.role) for s in one) == [("P1", "ld"), ("P1", "nd")]
+
+
+def test_placeholder_patient_ids_do_not_merge_patients(shared_data, tmp_path):
+    """The AAPM-Mayo real pairs say PatientID "Anonymous" for every patient: the folder's id is used."""
+    from ldct.data.discover import discover
+
+    real = shared_data.parent / "real_pairs" / "mayo"
+    for pid in ("L096", "L286"):
+        for kind in ("full", "quarter"):
+            dst = tmp_path / pid / f"{kind}_3mm_sharp"
+            dst.mkdir(parents=True)
+            for f in sorted((real / pid / f"{kind}_3mm_sharp").iterdir())[:2]:
+                (dst / f.name).write_bytes(f.read_bytes())
+    scans = discover(tmp_path)
+    assert {s.patient_id for s in scans} == {"L096", "L286"}
+    assert sorted((s.patient_id, s.role) for s in scans) == [("L096", "ld"), ("L096", "nd"), ("L286", "ld"),
+                                                              ("L286", "nd")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 
 from ldct.infer import predict_volume
 from ldct.io import read_volume
@@ -14,7 +16,13 @@ def test_default_model_is_small_safetensors():
     weights = bundled_dir() / "default.safetensors"
     assert weights.is_file()
     assert weights.stat().st_size < 20 * 1024 * 1024
-    assert weights.read_bytes()[:8] != b"\x80\x04\x95"[:8]  # not a pickle
+    raw = weights.read_bytes()
+    assert raw[:1] != b"\x80" and raw[:2] != b"PK"  # neither a pickle nor a torch.save zip archive
+    n = struct.unpack("<Q", raw[:8])[0]  # safetensors: u64 header length, then a JSON header, then tensors
+    header = json.loads(raw[8 : 8 + n])
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert tensors and all(len(v["data_offsets"]) == 2 for v in tensors.values())
+    assert 8 + n + max(v["data_offsets"][1] for v in tensors.values()) == len(raw)  # the file is exactly that
 
 
 def test_default_model_denoises_the_held_out_sample_at_25_percent(sample_dicom):

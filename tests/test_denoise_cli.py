@@ -194,7 +194,8 @@ def test_full_disk_real_write_failure_leaves_nothing(model_dir, series3, tmp_pat
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # a 512x512 slice needs ~0.5 MB
     try:
-        rc_dicom = main(["denoise", str(series3), "-o", str(tmp_path / "den"), "--model", str(model_dir)])
+        rc_dicom = main(["denoise", str(series3), "-o", str(tmp_path / "den"), "--model", str(model_dir),
+                        "--no-compress"])  # uncompressed: ~0.5 MB per slice
         rc_npy = main(["denoise", str(series3), "-o", str(tmp_path / "den.npy"), "--model", str(model_dir)])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

@@ -215,3 +215,37 @@ def test_run_folder_rules(run40, tmp_path, shared_data):
     small = bundle(shared_data, length=4)
     with pytest.raises(LdctError, match="fewer than one batch"):
         train(recipe, data=None, out=tmp_path / "r2", datasets=small)
+
+
+
+
+def test_resume_restores_the_random_streams_a_method_draws_from(tmp_path, shared_data):
+    """WGAN-GP draws its gradient-penalty interpolation weights from torch's global generator every step:
+    crashed at step 4 and resumed from step 3, it must match the uninterrupted run bit for bit, which only
+    holds when the checkpoint's random state is restored."""
+    from ldct.engine.config import validate_recipe
+
+    recipe = validate_recipe({
+        "method": "wgan_gp",
+        "args": {"generator": {"name": "wgan_generator", "channels": 4, "depth": 2, "residual": True},
+                 "critic": {"name": "wgan_critic", "channels": 4, "hidden": 8}, "n_critic": 1, "lr": 1e-3},
+        "data": {"patch_size": 32},
+        "train": {"max_steps": 6, "batch_size": 4, "val_every": 0, "ckpt_every": 3, "sample_every": 0,
+                  "log_every": 1, "accelerator": "cpu"},
+    })
+    ref = train(recipe, data=None, out=tmp_path / "ref", datasets=bundle(shared_data))
+
+    def crash_at_4(step: int) -> None:
+        if step == 4:
+            raise RuntimeError("node lost")
+
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="node lost"):
+        train(recipe, data=None, out=run, datasets=bundle(shared_data), on_step=crash_at_4)
+    assert (run / "checkpoints" / "last").read_text().strip() == "step_0000003"
+    train(recipe, data=None, out=run, datasets=bundle(shared_data), resume=True)
+    want = load_file(str(ref / "checkpoints" / "step_0000006" / "weights.safetensors"))
+    got = load_file(str(run / "checkpoints" / "step_0000006" / "weights.safetensors"))
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k

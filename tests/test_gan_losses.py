@@ -174,7 +174,7 @@ def test_feature_loss_bad_files(tmp_path):
         FeatureLoss(weights=str(tmp_path / "missing.safetensors"))
     bad = tmp_path / "teacher.pt"
     bad.write_bytes(b"\x80\x04junk")
-    with pytest.raises(LdctError, match="pickle"):
+    with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
         FeatureLoss(weights=str(bad))
 
 

@@ -58,6 +58,9 @@ def test_derived_series_dcmdump_and_dcm2niix_agree(shared_data, tmp_path, name):
     out = write_volume(src, tmp_path / "derived", source=src, description="ldct test copy")
     files = dcmdump_all(out)
     assert len(files) == src.shape[0]
+    # compressed input (abdomen: JPEG 2000 lossless) gives losslessly compressed output
+    expected = pydicom.uid.JPEG2000Lossless if name == "abdomen_dicom" else pydicom.uid.ExplicitVRLittleEndian
+    assert pydicom.dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == expected
     a = dcm2niix(shared_data / name, tmp_path / "nii_src")
     b = dcm2niix(out, tmp_path / "nii_out")
     assert len(a) == len(b) == 1
@@ -90,7 +93,8 @@ def test_round_trip_hu_and_geometry(shared_data, tmp_path):
     assert m["kernel"] == s["kernel"] and m["kvp"] == s["kvp"]
     ds = pydicom.dcmread(sorted(out.iterdir())[0])
     assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-    assert "denoised by test" in ds.SeriesDescription
+    assert ds.SeriesDescription == "denoised by test (ThoraxRoutine 8.0.0 B40f)"
+    assert ds.SeriesNumber == 1003  # the source's 3 + 1000: never the source's own number
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 1 and float(ds.RescaleSlope) == 1.0
     assert pydicom.uid.UID(ds.SOPInstanceUID).is_valid and pydicom.uid.UID(ds.SeriesInstanceUID).is_valid

@@ -127,7 +127,7 @@ def test_pickles_are_refused_and_never_unpickled(tmp_path, suffix, capsys):
     else:
         bad.write_bytes(pickle.dumps({"trap": _Trap(str(sentinel))}, protocol=4))
     target = bad if suffix else tmp_path
-    with pytest.raises(LdctError, match="pickle"):
+    with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
         find_model(str(target)) if suffix else load_model(str(target))
     np.save(tmp_path / "in.npy", np.zeros((64, 64), np.float32))
     assert main(["denoise", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy"), "--model", str(target)]) == 2
@@ -137,7 +137,7 @@ def test_pickles_are_refused_and_never_unpickled(tmp_path, suffix, capsys):
 def test_pickle_check_is_by_content_not_name(tmp_path):
     fake = tmp_path / "weights.safetensors"
     fake.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
-    with pytest.raises(LdctError, match="pickle"):
+    with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
         find_model(str(fake))
 
 
@@ -172,7 +172,7 @@ def test_folder_with_only_a_pickle(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
     torch.save({"w": torch.zeros(1)}, d / "model.pth")
-    with pytest.raises(LdctError, match="pickle"):
+    with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
         load_model(str(d))
     np.save(d / "x.npy", np.zeros(2))
     (d / "model.pth").unlink()

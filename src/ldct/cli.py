@@ -101,6 +101,13 @@ def _internal_error_line(exc: BaseException, argv: list[str]) -> str:
     )
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's (CUDA) OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ldct`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -125,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(_usage_line(exc), file=sys.stderr)
         return 2
-    except MemoryError:
-        print("ldct: error: out of memory: the input is larger than this machine can hold "
-              "(try a smaller --tile or fewer slices)", file=sys.stderr)
-        return 2
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, exit 1
+        if _out_of_memory(exc):
+            print("ldct: error: out of memory: the input, batch or tile is larger than this machine can hold "
+                  "(use a smaller --tile, train.batch_size or data.patch_size)", file=sys.stderr)
+            return 2
         if debug:
             traceback.print_exc()
         print(_internal_error_line(exc, argv), file=sys.stderr)

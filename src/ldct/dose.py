@@ -4,16 +4,19 @@ A dose-conditioned model needs the scan's dose as a fraction of the normal dose 
 against. Without ``--dose`` it is estimated, in this order, from whatever the user gave a reference for:
 
 1. **CTDIvol** (DICOM (0018,9345), mGy) relative to ``reference_ctdivol`` (the normal-dose protocol's).
-2. **Tube current-time product** (mAs: DICOM Exposure (0018,1152), or ExposureInuAs / 1000, or
-   XRayTubeCurrent x ExposureTime / 1000) relative to ``reference_mas``. Only meaningful between scans
-   of the same kV, pitch, collimation and patient size; CTDIvol already accounts for most of that.
+2. **Tube current-time product** (mAs: ExposureInuAs (0018,1153) / 1000 when every slice states it,
+   as ldct's simulated low-dose series do, which avoids the rounding of the integer Exposure tag;
+   else DICOM Exposure (0018,1152), or XRayTubeCurrent x ExposureTime / 1000) relative to
+   ``reference_mas``. Only meaningful between scans of the same kV, pitch, collimation and patient
+   size; CTDIvol already accounts for most of that.
 3. **Image noise**: quantum noise variance scales with 1/dose, so ``dose ~ (sigma_ref / sigma)^2``
    with sigma the noise standard deviation (HU) in homogeneous soft tissue, measured by
    :func:`measure_noise_hu`, and ``reference_noise_hu`` the same measure on a normal-dose scan of
    the same protocol and reconstruction kernel (the kernel changes noise texture and magnitude).
 
 The result is clipped to [0.05, 1] and returned with a sentence saying what was used. Tube-current
-modulation makes tag values per slice: the median over slices is used.
+modulation makes tag values per slice: the mean over slices is used (as in the volume's metadata;
+the median of the headers when the metadata lacks the value).
 """
 
 from __future__ import annotations
@@ -64,8 +67,30 @@ def ctdivol_of(vol: Volume) -> float | None:
     return _meta_or_header(vol, "ctdivol", "CTDIvol")
 
 
+def _header_mean_all(vol: Volume, keyword: str) -> float | None:
+    """Mean over slices of ``keyword`` when every per-slice header has a finite value, else None."""
+    vals = []
+    for h in vol.headers or []:
+        v = getattr(h, keyword, None) if not isinstance(h, dict) else h.get(keyword)
+        try:
+            f = float(v) if v not in (None, "") else math.nan
+        except (TypeError, ValueError):
+            f = math.nan
+        if not math.isfinite(f):
+            return None
+        vals.append(f)
+    return float(np.mean(vals)) if vals else None
+
+
 def exposure_mas_of(vol: Volume) -> float | None:
-    """Tube current-time product in mAs, None if absent."""
+    """Tube current-time product in mAs, None if absent.
+
+    ExposureInuAs (micro-ampere-seconds) is preferred when every slice states it: it keeps the
+    precision that the integer Exposure (mAs) tag rounds away at low doses.
+    """
+    uas = _header_mean_all(vol, "ExposureInuAs")
+    if uas is not None:
+        return uas / 1000.0
     mas = _meta_or_header(vol, "exposure_mas", "Exposure")
     if mas is not None:
         return mas

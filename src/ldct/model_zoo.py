@@ -16,6 +16,7 @@ starts like one) is refused without being opened by an unpickler: unpickling can
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -64,8 +65,42 @@ def refuse_pickle(path: Path) -> None:
         )
 
 
+#: bytes per element of the safetensors dtypes
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_header(header: Any, data_bytes: int) -> None:
+    """Every entry of a parsed safetensors header is well formed and lies inside the data (else ValueError)."""
+    if not isinstance(header, dict):
+        raise TypeError("header is not a JSON object")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
+                raise ValueError("__metadata__ must map names to strings")
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_BYTES:
+            raise ValueError(f"tensor {name[:80]!r} has no known dtype")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(_is_count(d) for d in shape)):
+            raise ValueError(f"tensor {name[:80]!r} has a bad shape {str(shape)[:80]}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+                and offsets[0] <= offsets[1] <= data_bytes):
+            raise ValueError(f"tensor {name[:80]!r} has byte offsets {str(offsets)[:80]} outside the file")
+        if math.prod(shape) * DTYPE_BYTES[entry["dtype"]] != offsets[1] - offsets[0]:
+            raise ValueError(f"tensor {name[:80]!r} of shape {shape} does not fit its {offsets[1] - offsets[0]} bytes")
+
+
 def check_safetensors(path: Path) -> dict[str, Any]:
-    """Validate a safetensors file's header without loading tensors; returns the header (LdctError if bad)."""
+    """Validate a safetensors file's header without loading tensors; returns the header (LdctError if bad).
+
+    The header must be a JSON object whose tensors have a known dtype, a shape and byte offsets inside the
+    file that agree with each other, and whose ``__metadata__`` maps names to strings."""
     refuse_pickle(path)
     try:
         size = path.stat().st_size
@@ -74,12 +109,11 @@ def check_safetensors(path: Path) -> dict[str, Any]:
             if len(raw) < 8:
                 raise ValueError("file too short")
             (n,) = struct.unpack("<Q", raw)
-            if n < 2 or 8 + n > size:
+            if n < 2 or 8 + n > size or n > MAX_HEADER_BYTES:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise TypeError("header is not a JSON object")
-    except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        _check_header(header, size - 8 - n)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
         raise LdctError(f"not a valid safetensors model file ({exc})", path) from None
     return header
 
@@ -136,7 +170,7 @@ class ModelInfo:
             return "- (photos)"
         v = _find(self.meta, "doses")
         if isinstance(v, (list, tuple)) and v:
-            return ", ".join(f"{float(d):g}" for d in v)
+            return ", ".join(f"{d:g}" if isinstance(d, (int, float)) else str(d) for d in v)
         return str(v) if v else "?"
 
 
@@ -168,7 +202,7 @@ def data_kind_of(meta: dict[str, Any]) -> str:
     return "ct"
 
 
-def hu_window_of(meta: dict[str, Any]) -> Window:
+def hu_window_of(meta: dict[str, Any], path: str | Path | None = None) -> Window:
     """The network's HU window from model metadata (``hu_window: [lo, hi]``), default [-1000, 1000]."""
     v = _find(meta, "hu_window")
     if v is None:
@@ -176,12 +210,14 @@ def hu_window_of(meta: dict[str, Any]) -> Window:
     try:
         if isinstance(v, dict):
             lo, hi = float(v["lo"]), float(v["hi"])
-        else:
+        elif isinstance(v, (list, tuple)):
             lo, hi = (float(t) for t in v)
+        else:
+            raise TypeError(v)
     except (TypeError, ValueError, KeyError):
-        raise LdctError(f"model metadata has a bad hu_window {v!r}") from None
-    if not hi > lo:
-        raise LdctError(f"model metadata has an empty hu_window {v!r}")
+        raise LdctError(f"model metadata has a bad hu_window {str(v)[:80]}", path) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise LdctError(f"model metadata has an empty or infinite hu_window {v!r}", path)
     return Window(lo, hi, "net")
 
 
@@ -290,14 +326,14 @@ def load_model(spec: str | None = None) -> LoadedModel:
         name = path.stem if path.is_file() else path.name
     if path.is_dir():
         _refuse_pickles_in(path)
-    from ldct.engine.checkpoint import load_checkpoint
+    from ldct.engine.checkpoint import load_checkpoint, meta_path, resolve_checkpoint
 
     method, meta = load_checkpoint(path)
     return LoadedModel(
         name=name,
         source=path,
         module=method.inference_module().eval(),
-        window=hu_window_of(meta),
+        window=hu_window_of(meta, meta_path(resolve_checkpoint(path))),
         dose_conditioned=bool(getattr(method, "dose_conditioned", False)),
         scale=int(getattr(method, "scale", 1) or 1),
         meta=meta,

@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
         ref_noise: float = typer.Option(None, "--reference-noise", help="Normal-dose soft-tissue noise std "
                                         "(HU), to estimate the dose from image noise."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+        compress: bool = typer.Option(None, "--compress/--no-compress", help="DICOM output: lossless "
+                                      "compression (JPEG 2000 lossless, else RLE). Default: when the input was."),
     ) -> None:
         """Denoise a low-dose CT scan; writes the same kind of output (DICOM series with new UIDs, NIfTI, npy).
 
@@ -87,6 +89,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"model: {loaded.describe()} from {loaded.source}", err=True)
             typer.echo(f"input: {inp} ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]})", err=True)
             typer.echo(f"dose: {how}", err=True)
+            from ldct.infer.domain import domain_warnings
+
+            for w in domain_warnings(vol, loaded.meta):
+                typer.echo(f"ldct: warning: {w}", err=True)
             bar.start()
             task = bar.add_task("denoise", total=vol.shape[0], rate="")
 
@@ -100,7 +106,7 @@ def register(app: typer.Typer) -> None:
                 inp, out, model=loaded, dose=dose, device=device, batch_size=batch_size, tile=tile,
                 overlap=overlap, precision=precision, series=series, overwrite=overwrite, preview=preview,
                 reference_ctdivol=ref_ctdivol, reference_mas=ref_mas, reference_noise_hu=ref_noise,
-                progress=progress, on_start=on_start,
+                progress=progress, on_start=on_start, compress=compress,
             )
         finally:
             bar.stop()

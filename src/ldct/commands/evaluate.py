@@ -48,9 +48,15 @@ def register(app: typer.Typer) -> None:
             def tick(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
+            def stage(text: str) -> None:
+                bar.update(task, description=text)
+                if not console.is_terminal:  # logs: one line per stage
+                    console.print(f"evaluate: {text}")
+
             results, out_dir = evaluate_run(
                 model, data, out=out, doses=doses or None, baselines=baselines, split=split, device=device,
-                max_slices=max_slices, bm3d_max_slices=bm3d_slices or None, tile=tile, progress=tick)
+                max_slices=max_slices, bm3d_max_slices=bm3d_slices or None, tile=tile, progress=tick,
+                stage=stage)
         out_console = Console() if sys.stdout.isatty() else Console(width=170)  # pipes/logs: no wrapping
         if results.meta.get("data_kind") == "photos":
             from ldct.evaluation.photos import photo_summary_table

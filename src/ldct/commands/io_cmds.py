@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ _RAW_SPACING = typer.Option(
 )
 
 
-def _numbers(text: str | None, n: tuple[int, ...], what: str, cast: type = float) -> tuple | None:
+def parse_numbers(text: str | None, n: tuple[int, ...], what: str, cast: type = float) -> tuple | None:
     if text is None:
         return None
     parts = text.replace("x", ",").replace(" ", ",").split(",")
@@ -60,10 +61,10 @@ def load(
     return read_volume(
         items[0] if len(items) == 1 else items,
         series=series,
-        raw_shape=_numbers(raw_shape, (2, 3), "--raw-shape", int),
+        raw_shape=parse_numbers(raw_shape, (2, 3), "--raw-shape", int),
         raw_dtype=raw_dtype,
         raw_offset=raw_offset,
-        raw_spacing=_numbers(raw_spacing, (3,), "--raw-spacing"),
+        raw_spacing=parse_numbers(raw_spacing, (3,), "--raw-spacing"),
         require_ct=require_ct,
     )
 
@@ -116,6 +117,52 @@ def print_info(s: dict) -> None:
         typer.echo(f"warning: {w}")
 
 
+def print_series_table(rows: list[dict], where: str) -> None:
+    """Human-readable ``ldct info STUDY_DIR``: one line per series."""
+    def spacing(r: dict) -> str:
+        z, y, x = r["spacing_mm"]
+        return " x ".join("?" if v is None else f"{v:.3g}" for v in (z, y, x))
+
+    head = ("#", "number", "description", "modality", "image type", "kernel", "slices", "size",
+            "spacing z,y,x mm", "folder")
+    table = [head] + [
+        (str(r["index"]), _fmt(r["series_number"]), r["description"] or "-", _fmt(r["modality"]),
+         "\\".join(r["image_type"]) or "-", _fmt(r["kernel"]), str(r["slices"]),
+         "x".join("?" if v is None else str(v) for v in r["size"]), spacing(r), r["folder"])
+        for r in rows
+    ]
+    widths = [max(len(row[k]) for row in table) for k in range(len(head))]
+    typer.echo(f"{len(rows)} series in {where}")
+    for row in table:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    typer.echo("show one with: ldct info PATH --series INDEX (or its SeriesInstanceUID)")
+
+
+def _study_series(paths: list[Path]) -> list | None:
+    """The DICOM series of a study folder (headers only) when the input holds more than one, else None."""
+    import warnings
+
+    from ldct.io import list_series
+    from ldct.io.formats import FILE_SUFFIXES
+
+    if not (any(p.is_dir() for p in paths) or len(paths) > 1):
+        return None
+    if any(p.is_file() and p.name.lower().endswith(FILE_SUFFIXES) for p in paths):
+        return None  # NIfTI, npy, raw or images: not a DICOM study
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = list_series(paths[0] if len(paths) == 1 else paths)
+        except LdctError:
+            return None  # not DICOM, or unreadable: reading it as one scan says why
+    if len(found) < 2:
+        return None
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "pydicom" not in str(w.filename):  # ldct's own only
+            print(f"ldct: warning: {' '.join(str(w.message).split())[:200]}", file=sys.stderr)
+    return found
+
+
 def _warn(vol: Volume) -> None:
     for w in vol.meta.get("warnings", []):
         print(f"ldct: warning: {w}", file=sys.stderr)
@@ -125,18 +172,36 @@ def register(app: typer.Typer) -> None:
     @app.command("info")
     def info(
         paths: list[Path] = typer.Argument(
-            ..., help="DICOM folder/file(s), .nii(.gz), .npy/.npz, raw, .png/.jpg/.tif."
+            ..., help="DICOM folder/file(s), .nii(.gz), .npy/.npz, raw, .png/.jpg/.tif. A folder holding "
+            "several DICOM series (a study) lists them all."
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print one JSON object (a study folder: a list, one object per series)."
+        ),
         series: str | None = _SERIES,
         raw_shape: str | None = _RAW_SHAPE,
         raw_dtype: str = _RAW_DTYPE,
         raw_offset: float = _RAW_OFFSET,
         raw_spacing: str | None = _RAW_SPACING,
     ) -> None:
-        """Show shape, spacing, HU range, kernel, dose tags and geometry warnings of a scan."""
+        """Show shape, spacing, HU range, kernel, dose tags and geometry warnings of a scan.
+
+        A folder with several DICOM series (a study, series possibly in subfolders) lists every series
+        from its headers: number, description, modality, image type, kernel, slices, size, spacing."""
         from ldct.io import volume_summary
 
+        if series is None and raw_shape is None:
+            found = _study_series(paths)
+            if found is not None:
+                from ldct.io.summary import series_summaries
+
+                root = paths[0] if len(paths) == 1 else Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+                rows = series_summaries(found, root)
+                if as_json:
+                    typer.echo(json.dumps(rows))
+                else:
+                    print_series_table(rows, str(paths[0] if len(paths) == 1 else root))
+                return
         vol = load(
             paths,
             series=series,
@@ -169,6 +234,12 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace an existing output (never an input)."
         ),
+        compress: bool = typer.Option(
+            None,
+            "--compress/--no-compress",
+            help="DICOM output: lossless compression (JPEG 2000 lossless, else RLE). "
+            "Default: when the input was compressed.",
+        ),
     ) -> None:
         """Convert a scan to another format (the format comes from OUT's extension, a folder = DICOM)."""
         from ldct.io import write_volume
@@ -182,7 +253,7 @@ def register(app: typer.Typer) -> None:
             raw_spacing=raw_spacing,
         )
         desc = description or f"ldct convert from {vol.meta.get('source_format', 'input')}"
-        out = write_volume(vol, dst, source=vol, description=desc, overwrite=overwrite)
+        out = write_volume(vol, dst, source=vol, description=desc, overwrite=overwrite, compress=compress)
         _warn(vol)
         typer.echo(str(out))
 

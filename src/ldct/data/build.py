@@ -1,9 +1,11 @@
 """From a ``data:`` section to train/val/test datasets: :func:`build_datasets`.
 
-1. Find the data (``kind``): a simulation manifest (``manifest.json``, what ``ldct simulate`` writes), real
-   full/low-dose pairs (``paired_dirs``: per-patient folders whose names say full/quarter dose, paired by
-   slice position), normal-dose scans with low dose simulated (``simulated``), or two unpaired folders.
-   ``auto`` picks manifest if there is one, paired_dirs if low-dose scans are found, else simulated.
+1. Find the data (``kind``): a simulation manifest (``manifest.json``, what ``ldct simulate`` writes) or a
+   folder of several ``ldct simulate`` outputs (one manifest each, used together), real full/low-dose pairs
+   (``paired_dirs``: per-patient folders whose names say full/quarter dose, paired by slice position),
+   normal-dose scans with low dose simulated (``simulated``), or two unpaired folders. ``auto`` picks
+   manifest if the root is an ``ldct simulate`` output or holds some, paired_dirs if low-dose scans are
+   found, else simulated.
 2. Split patients (never slices) into train/val/test and write ``run_dir/split.json``.
 3. Simulate and cache the low dose of the training and validation slices once (``precompute``), with a
    progress bar; test slices are simulated when first evaluated.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,9 @@ def _records_paired(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> li
     records: list[SliceRecord] = []
     for nd_scan in nd_scans:
         partners = [s for s in ld_scans if s.patient_id == nd_scan.patient_id]
-        if len(partners) > 1:
+        if nd_scan.manifest is not None:  # an ldct simulate output: its own low-dose series, every dose
+            partners = [s for s in partners if s.manifest == nd_scan.manifest]
+        elif len(partners) > 1:
             partners = [s for s in partners if _pair_key(s.name) == _pair_key(nd_scan.name)] or partners[:0]
         if not partners:
             continue
@@ -103,38 +108,84 @@ def _records_paired(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> li
     return records
 
 
-def _records_manifest(store: SliceStore, root: Path, cfg: DataConfig) -> tuple[list[SliceRecord], dict]:
+def _records_manifest(store: SliceStore, root: Path, cfg: DataConfig,
+                      scans: list[Scan] | None = None) -> tuple[list[SliceRecord], dict, list[str]]:
+    """Slice records of the simulated pairs on disk: of the manifest at ``root`` (``scans`` None), else of
+    every ``ldct simulate`` output among ``scans`` (patient ids and include/exclude as discovered)."""
+    from ldct.data.discover import scan_path
     from ldct.data.manifest import read_manifest
     from ldct.io import read_volume
 
-    man = read_manifest(root)
-    base = root if root.is_dir() else root.parent
+    keep: dict[Path, Scan] | None = None
+    if scans is None:
+        mans = [read_manifest(root)]
+    else:
+        paths = sorted({s.manifest for s in scans if s.manifest is not None})
+        if not paths:
+            raise LdctError("no simulation manifest here (expected manifest.json written by `ldct simulate`, "
+                            "in this folder or in its subfolders)", root)
+        mans = [read_manifest(p) for p in paths]
+        keep = {scan_path(s): s for s in scans if s.manifest is not None}
     by_slice: dict[tuple, SliceRecord] = {}
-    for rec in man["records"]:
-        locs = {}
-        for side in ("nd", "ld"):
-            p = Path(rec[side])
-            p = p if p.is_absolute() else base / p
-            key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-            store.add_volume(key, lambda p=p: read_volume(p), str(p))
-            n = store.index(key)["n"]
-            locs[side] = SliceLoc(key, int(rec["slice_index"]) if n > 1 else 0)
-        ident = (rec["patient_id"], rec.get("series_uid"), int(rec["slice_index"]), locs["nd"])
-        r = by_slice.get(ident)
-        if r is None:
-            spacing = float(np.mean(store.index(locs["nd"].volume)["spacing"][1:]))
-            r = by_slice[ident] = SliceRecord(
-                patient_id=str(rec["patient_id"]), slice_index=int(rec["slice_index"]),
-                z_mm=float(rec.get("z_mm") or 0.0), kernel=rec.get("kernel"), nd=locs["nd"],
-                pixel_spacing_mm=spacing, source=str(rec["nd"]))
-        r.ld[round(float(rec["dose"]), 6)] = locs["ld"]
-    return list(by_slice.values()), man
+    for man in mans:
+        for rec in man["records"]:
+            pid = str(rec["patient_id"])
+            if keep is not None:  # a record whose series data.include/exclude left out is not used
+                nd_scan, ld_scan = keep.get(Path(rec["nd"]).resolve()), keep.get(Path(rec["ld"]).resolve())
+                if nd_scan is None or ld_scan is None:
+                    continue
+                pid = nd_scan.patient_id
+            locs = {}
+            for side in ("nd", "ld"):
+                p = Path(rec[side])
+                key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+                store.add_volume(key, lambda p=p: read_volume(p), str(p))
+                n = store.index(key)["n"]
+                locs[side] = SliceLoc(key, int(rec["slice_index"]) if n > 1 else 0)
+            ident = (pid, rec.get("series_uid"), int(rec["slice_index"]), locs["nd"])
+            r = by_slice.get(ident)
+            if r is None:
+                spacing = float(np.mean(store.index(locs["nd"].volume)["spacing"][1:]))
+                r = by_slice[ident] = SliceRecord(
+                    patient_id=pid, slice_index=int(rec["slice_index"]),
+                    z_mm=float(rec.get("z_mm") or 0.0), kernel=rec.get("kernel"), nd=locs["nd"],
+                    pixel_spacing_mm=spacing, source=str(rec["nd"]))
+            r.ld[round(float(rec["dose"]), 6)] = locs["ld"]
+    records = list(by_slice.values())
+    if not records:
+        raise LdctError("the ldct simulate outputs here hold no slice that data.include/exclude keep", root)
+    warnings = _common_doses(records, mans, root)
+    params = [m["parameters"] for m in mans]
+    summary = dict(mans[0]) if len(mans) == 1 else {
+        "kind": mans[0]["kind"], "outputs": [m["root"] for m in mans],
+        "parameters": params[0] if all(p == params[0] for p in params)
+        else {os.path.relpath(m["root"], root.resolve()): m["parameters"] for m in mans}}
+    return records, summary, warnings
+
+
+def _common_doses(records: list[SliceRecord], mans: list[dict], root: Path) -> list[str]:
+    """Keep the doses every slice has (training draws a dose, then a slice); say what was left out."""
+    union = set().union(*(r.ld for r in records))
+    common = set.intersection(*(set(r.ld) for r in records))
+    if common == union:
+        return []
+    if not common:
+        have = "; ".join(f"{Path(m['root']).name}: {', '.join(sorted(m['low_dose']))}" for m in mans)
+        raise LdctError(f"the ldct simulate outputs share no dose ({have}): simulate them at a common dose", root)
+    for r in records:
+        for d in set(r.ld) - common:
+            del r.ld[d]
+    gone = ", ".join(f"{d:g}" for d in sorted(union - common))
+    used = ", ".join(f"{d:g}" for d in sorted(common))
+    return [f"dose(s) {gone} left out: not simulated for every slice (training uses {used})"]
 
 
 def _detect_kind(cfg: DataConfig, root: Path, scans: list[Scan] | None) -> str:
     if cfg.kind != "auto":
         return cfg.kind
     if (root / "manifest.json").is_file() or root.name == "manifest.json":
+        return "manifest"
+    if scans and any(s.manifest is not None for s in scans):  # a folder of ldct simulate outputs
         return "manifest"
     if cfg.ld_root and cfg.nd_root:
         return "unpaired"
@@ -182,12 +233,19 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
     warnings: list[str] = []
     scans: list[Scan] | None = None
     kind = cfg.kind
-    if kind in ("auto", "simulated", "paired_dirs") and not (kind == "auto" and (root / "manifest.json").is_file()):
+    # the root is one ldct simulate output (its folder or its manifest.json)
+    own = (root.name == "manifest.json" and root.is_file()) or (root / "manifest.json").is_file()
+    if kind in ("auto", "simulated", "paired_dirs", "manifest") and not (kind in ("auto", "manifest") and own):
         scans = _discover(root, cfg)
     kind = _detect_kind(cfg, root, scans)
     if kind == "manifest":
-        records, manifest = _records_manifest(store, root, cfg)
-        return Sources(kind, store, records, warnings, manifest=manifest)
+        records, manifest, more = _records_manifest(store, root, cfg, None if own else scans)
+        warnings += more
+        outside = [s.name for s in scans or [] if s.manifest is None]
+        if outside:
+            warnings.append(f"scans outside the ldct simulate outputs left out: {', '.join(outside)} (set "
+                            "data.kind: simulated to simulate from every normal-dose scan instead)")
+        return Sources(kind, store, records, warnings, scans, manifest=manifest)
     if kind == "paired_dirs":
         return Sources(kind, store, _records_paired(store, scans or _discover(root, cfg), cfg), warnings, scans)
     if kind == "simulated":
@@ -365,11 +423,19 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
         "patients": {pid: {"part": split.part_of(pid), "slices": sum(r.patient_id == pid for r in records)}
                      for pid in patient_ids},
         "scans": describe(scans) if scans else [],
+        # the training domain (ldct.infer.domain warns when a scan to denoise lies far outside it)
+        "pixel_spacing_mm": _spacing_range(by_part["train"]),
         "warnings": warnings,
     }
     if run_dir is not None:
         write_split(split, run_dir, {"data_root": str(root), "patients": summary["patients"]})
     return DataBundle(train, val, test, summary["split"], summary, cfg, split, by_part)
+
+
+def _spacing_range(records: list[SliceRecord]) -> list[float] | None:
+    """[min, max] in-plane pixel spacing (mm) of the training slices, None when there are none."""
+    px = [float(r.pixel_spacing_mm) for r in records if np.isfinite(r.pixel_spacing_mm) and r.pixel_spacing_mm > 0]
+    return [round(min(px), 4), round(max(px), 4)] if px else None
 
 
 def _dist() -> tuple[int, int]:

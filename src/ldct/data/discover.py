@@ -7,15 +7,20 @@ without the trailing slice number). Pixel data is not read here; :meth:`Scan.loa
 ``ldct.io.read_volume``.
 
 Patient ids, in order of preference: ``patient_regex`` (first capture group on the path relative to the
-root); the DICOM PatientID; a well-known id in the file name (AAPM-Mayo / TCIA LDCT ``L067``, ``C002``,
+root); the DICOM PatientID (unless a de-identification placeholder such as ``Anonymous``); a well-known id in the file name (AAPM-Mayo / TCIA LDCT ``L067``, ``C002``,
 ``N001``); for DICOM without a PatientID a stable id from the StudyInstanceUID, else the series folder;
 else the file (or per-slice group) name without dose tokens, or its top-level folder when files of that
 name lie in several top-level folders (``P1/full/ct.npy``, ``P2/full/ct.npy`` -> ``P1``, ``P2``).
 ``patient_map`` then renames ids (to merge two scans of one person).
 
-The dose role of a scan (``nd`` full dose / ``ld`` low dose) comes from tokens in its path or series
-description (``full``, ``FD``, ``NDCT`` / ``quarter``, ``QD``, ``LDCT``, ``low dose``); it matters for paired
-data and keeps low-dose scans out of the normal-dose pool of simulated training.
+The dose role of a scan (``nd`` full dose / ``ld`` low dose) matters for paired data and keeps low-dose
+scans out of the normal-dose pool of simulated training. ldct's own outputs are recognised by what they
+are, never by the word "ldct": a scan inside an ``ldct simulate`` output folder takes role, dose and
+patient id from that folder's ``manifest.json``; a DICOM series that ldct derived (ImageType DERIVED,
+DerivationDescription ``ldct simulated 25% dose (...); derived from series ... by ldct 0.1.0``) from its
+DerivationDescription / SeriesDescription (``simulated N% dose`` -> low dose N %, ``normal-dose
+reference`` -> normal dose). Other scans: tokens in the path or series description (``full``, ``FD``,
+``NDCT``, ``normal dose`` / ``quarter``, ``QD``, ``low dose``, ``half``, ``tenth``).
 """
 
 from __future__ import annotations
@@ -42,9 +47,17 @@ _KNOWN_ID = re.compile(r"(?<![A-Za-z0-9])([LCN]\d{3})(?![0-9])")
 _SLICE_NUM = re.compile(r"^(.*?)[_\-.]?(\d+)$")
 _KERNEL = re.compile(r"(?<![A-Za-z])(sharp|smooth|soft|standard|bone|lung)(?![A-Za-z])", re.IGNORECASE)
 _ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.IGNORECASE)
-_LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|ldct|low|half|tenth)"
+_LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|low|half|tenth)"
                         r"(?![A-Za-z])", re.IGNORECASE)
+#: PatientIDs that de-identification tools write for every patient: not an identity (the AAPM-Mayo DICOM
+#: say "Anonymous" for L096, L143 and L286 alike); the folder's well-known id or the study is used instead.
+_PLACEHOLDER_IDS = {"", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none", "n/a", "na", "0",
+                    "patient", "noid", "removed", "deidentified", "de-identified"}
 _DOSE_FROM_TOKEN = {"quarter": 0.25, "qd": 0.25, "half": 0.5, "tenth": 0.1}
+# what ldct's writers state about a derived series (ldct.simulate.scan -> ldct.io.dicom_write)
+_SIM_LD = re.compile(r"(?<![A-Za-z])simulated (\d+(?:\.\d+)?) ?% dose(?![A-Za-z])", re.IGNORECASE)
+_SIM_ND = re.compile(r"(?<![A-Za-z])normal[ -]dose (?:reference|\(reference for ldct simulation\))", re.IGNORECASE)
+_BY_LDCT = re.compile(r"\bby ldct \S+$")
 
 
 @dataclass
@@ -71,6 +84,12 @@ class Scan:
     study_uid: str | None = None
     description: str = ""
     """DICOM SeriesDescription (used for the dose role)."""
+    derivation: str = ""
+    """DICOM DerivationDescription (what ldct states about the series it derived)."""
+    image_type: tuple[str, ...] = ()
+    """DICOM ImageType values (upper case)."""
+    manifest: Path | None = None
+    """The ``manifest.json`` of the ``ldct simulate`` output that holds this scan (None otherwise)."""
 
     @property
     def key(self) -> str:
@@ -131,6 +150,8 @@ def discover(root: str | Path, *, include: list[str] | None = None, exclude: lis
         raise LdctError("data path does not exist", root)
     base = root if root.is_dir() else root.parent
     files = _walk(root)
+    outputs = _simulate_outputs(root, base, files)
+    named = {p for out in outputs.values() for p in out}  # files/folders that ldct simulate outputs name
     rel = {f: f.relative_to(base).as_posix() for f in files}
     tops = _top_folders([rel[f] for f in files])  # before filtering, so ids do not depend on include/exclude
     if include:
@@ -147,7 +168,7 @@ def discover(root: str | Path, *, include: list[str] | None = None, exclude: lis
             scans.append(Scan(_file_patient(rel[f]), "nifti", (f,), rel[f], kernel=_kernel(rel[f])))
         elif name.endswith(".npy"):
             ndim = len(np.load(f, mmap_mode="r").shape)
-            if ndim == 3:
+            if ndim == 3 or (ndim == 2 and _real(f) in named):  # an output's 2-D .npy is one scan, not a slice
                 scans.append(Scan(_file_patient(rel[f]), "npy", (f,), rel[f], kernel=_kernel(rel[f])))
             elif ndim == 2:
                 _add_slice(slices, "npy", f, rel[f])
@@ -170,9 +191,11 @@ def discover(root: str | Path, *, include: list[str] | None = None, exclude: lis
         raise LdctError("no CT found here (looked for DICOM series, NIfTI, .npy volumes or slices, .raw slices)",
                         root)
     _folder_ids(scans, tops, base.name)
+    _attach_outputs(scans, outputs)
     for s in scans:
-        text = f"{s.name} {s.description}"
-        s.role, s.role_dose = _role(text)
+        s.role, s.role_dose = _scan_role(s)
+        if s.manifest is not None:  # the manifest knows what each file of an ldct simulate output is
+            s.role, s.role_dose, s.patient_id = outputs[_real(s.manifest)][scan_path(s)]
         if patient_regex:
             m = re.search(patient_regex, s.name)
             if m:
@@ -238,6 +261,63 @@ def _kernel(text: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def _scan_role(s: Scan) -> tuple[str | None, float | None]:
+    """Role of a scan from what it is (ldct-derived DICOM: its derivation), else from dose tokens."""
+    if s.fmt == "dicom":
+        derived = "DERIVED" in s.image_type[:1]
+        # what ldct did comes first in its DerivationDescription: "<what>; derived from series ... by ldct V"
+        what = s.derivation.split(";", 1)[0] if _BY_LDCT.search(s.derivation) else ""
+        for text in (what, s.description if derived or what else "", s.derivation):
+            m = _SIM_LD.search(text)
+            if m:
+                return "ld", float(m.group(1)) / 100.0
+            if _SIM_ND.search(text):
+                return "nd", None
+    return _role(f"{s.name} {s.description}")
+
+
+def _real(p: Path) -> Path:
+    return Path(os.path.realpath(p))
+
+
+def scan_path(s: Scan) -> Path:
+    """The path a manifest names for a scan: its folder (DICOM series) or its file."""
+    return _real(s.files[0].parent if s.fmt == "dicom" else s.files[0])
+
+
+def _simulate_outputs(root: Path, base: Path,
+                      files: list[Path]) -> dict[Path, dict[Path, tuple[str, float | None, str]]]:
+    """The ``ldct simulate`` outputs among ``files`` (for a file root: its folder's manifest): per manifest,
+    the (role, dose, patient id) of each path it names (series folder or file)."""
+    from ldct.data.manifest import MANIFEST_NAME, is_simulation_manifest, output_patient_ids, read_manifest
+
+    candidates = files if root.is_dir() else [base / MANIFEST_NAME]
+    paths = sorted(f for f in candidates if f.name == MANIFEST_NAME and is_simulation_manifest(f))
+    if not paths:
+        return {}
+    mans = [read_manifest(p) for p in paths]  # an invalid ldct manifest is an error naming it
+    ids = output_patient_ids(mans, base)
+    out: dict[Path, dict[Path, tuple[str, float | None, str]]] = {}
+    for p, m, pid_of in zip(paths, mans, ids):
+        named: dict[Path, tuple[str, float | None, str]] = {}
+        for r in m["records"]:
+            pid = pid_of[str(r["patient_id"])]
+            named.setdefault(_real(Path(r["nd"])), ("nd", None, pid))
+            named[_real(Path(r["ld"]))] = ("ld", float(r["dose"]), pid)
+        out[_real(p)] = named
+    return out
+
+
+def _attach_outputs(scans: list[Scan], out: dict[Path, dict[Path, Any]]) -> None:
+    """Set ``scan.manifest`` of the scans that an ``ldct simulate`` output names."""
+    for s in scans:
+        where = scan_path(s)
+        for p, named in out.items():
+            if where in named:
+                s.manifest = p
+                break
+
+
 def _role(text: str) -> tuple[str | None, float | None]:
     ld = _LD_TOKENS.search(text)
     if ld:
@@ -287,6 +367,8 @@ def _dicom_scans(files: list[Path], base: Path) -> list[Scan]:
         folders = sorted({m[0].parent for m in members})
         rel_folder = folders[0].relative_to(base).as_posix() if folders[0] != base else base.name
         pid = str(ds.get("PatientID", "") or "").strip()
+        if pid.lower().strip(" _-.") in _PLACEHOLDER_IDS:  # de-identified to one word for everyone
+            pid = ""
         study = str(ds.get("StudyInstanceUID", "") or "").strip()
         if not pid:
             m = _KNOWN_ID.search(rel_folder)
@@ -300,16 +382,21 @@ def _dicom_scans(files: list[Path], base: Path) -> list[Scan]:
         if kernel is not None and not isinstance(kernel, str):
             kernel = "/".join(str(k) for k in kernel)
         desc = str(ds.get("SeriesDescription", "") or "")
+        image_type = ds.get("ImageType", None)
+        image_type = [image_type] if isinstance(image_type, str) else list(image_type or [])
         scans.append(Scan(pid, "dicom", tuple(sorted(m[0] for m in members)), rel_folder,
                           series_uid=uid or None, kernel=str(kernel) if kernel else _kernel(rel_folder),
-                          n_slices=len(members), description=desc, study_uid=study or None))
+                          n_slices=len(members), description=desc, study_uid=study or None,
+                          derivation=str(ds.get("DerivationDescription", "") or ""),
+                          image_type=tuple(str(t).strip().upper() for t in image_type)))
     return scans
 
 
 def describe(scans: list[Scan]) -> list[dict[str, Any]]:
     """JSON-friendly listing (for summaries and split.json)."""
     return [{"patient_id": s.patient_id, "name": s.name, "format": s.fmt, "series_uid": s.series_uid,
-             "kernel": s.kernel, "role": s.role, "n_files": len(s.files)} for s in scans]
+             "kernel": s.kernel, "role": s.role, "role_dose": s.role_dose, "n_files": len(s.files),
+             "simulate_output": str(s.manifest.parent) if s.manifest else None} for s in scans]
 
 
 def patients(scans: list[Scan], keep: Callable[[Scan], bool] | None = None) -> list[str]:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ldct.errors import LdctError
+from ldct.io.limits import is_regular_file
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: defaults of ``data.sim`` for photographs (sigma in 8-bit intensity units)
@@ -43,7 +44,9 @@ def find_photos(root: str | Path, include: list[str] | None = None, exclude: lis
     root = Path(root)
     if not root.exists():
         raise LdctError("data path does not exist", root)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    # regular files only: a named pipe, device or folder named *.png is never opened
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and is_regular_file(p))
     out: dict[str, Path] = {}
     for p in files:
         rel = p.name if root.is_file() else p.relative_to(root).as_posix()

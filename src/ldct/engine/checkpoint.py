@@ -13,12 +13,21 @@ Run folder layout::
 
 An exported model folder (:func:`export_model`) holds only ``weights.safetensors`` (the inference
 network) and ``meta.json``. Pickle files are never unpickled.
+
+Loading trusts nothing in these files: the safetensors header must be well formed (dtypes, shapes and
+byte ranges that fit the file), the metadata must be a JSON object with values of the expected types,
+the network it names must be within ``ldct.engine.config``'s size caps and (built on PyTorch's meta
+device, no memory) must have exactly the tensor shapes the file holds, every weight must be finite, and a
+``last``/``best`` pointer must name a folder inside ``checkpoints/``. All this before the real network
+is built; any failure is one :class:`LdctError` naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +35,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 import ldct
@@ -99,15 +109,20 @@ def save_checkpoint(run_dir: Path, method: Any, meta: Mapping[str, Any], train_s
     with atomic_dir(target, overwrite=True) as tmp:
         save_weights(tmp / "weights.safetensors", method.weights(), meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        torch.save(dict(train_state), tmp / "train_state.pt")
+        buf = io.BytesIO()
+        torch.save(dict(train_state), buf)
+        (tmp / "train_state.pt").write_bytes(buf.getbuffer())
     write_pointer(ckpt_root, "last", target.name)
     return target
 
 
 def save_weights(path: Path, weights: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """safetensors file whose header also carries the JSON metadata (a lone weights file is self-describing)."""
+    """safetensors file whose header also carries the JSON metadata (a lone weights file is self-describing).
+
+    Serialised in memory and written by Python, so a full disk is an ``OSError`` (ENOSPC/EFBIG) that the
+    atomic writers turn into one line, not a library-specific exception."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", _META_KEY: json.dumps(meta)})
+    Path(path).write_bytes(save_bytes(tensors, metadata={"format": "pt", _META_KEY: json.dumps(meta)}))
 
 
 def write_pointer(ckpt_root: Path, name: str, target: str) -> None:
@@ -115,18 +130,44 @@ def write_pointer(ckpt_root: Path, name: str, target: str) -> None:
         tmp.write_text(target + "\n")
 
 
-def read_pointer(ckpt_root: Path, name: str) -> Path | None:
-    p = ckpt_root / name
+def pointer_target(ckpt_root: Path, name: str) -> Path | None:
+    """The folder a ``last``/``best`` pointer file names (None when there is no pointer).
+
+    A pointer holds the name of one folder directly inside ``ckpt_root``; anything else (a path with
+    separators, ``..``, an absolute path, binary bytes, a long text) is refused with :class:`LdctError`,
+    so a pointer can never lead out of the run folder.
+    """
+    p = Path(ckpt_root) / name
     if not p.is_file():
         return None
-    target = ckpt_root / p.read_text().strip()
-    return target if (target / "weights.safetensors").is_file() else None
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(1025)
+        text = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LdctError(f"unreadable checkpoint pointer ({exc})", p) from None
+    if len(raw) > 1024 or text in ("", ".", "..") or any(c in text for c in "/\\\0") or Path(text).name != text:
+        raise LdctError(f"checkpoint pointer must name a checkpoint folder inside {Path(ckpt_root).name}/, "
+                        f"got {text[:80]!r}", p)
+    return Path(ckpt_root) / text
+
+
+def read_pointer(ckpt_root: Path, name: str) -> Path | None:
+    """The checkpoint folder ``ckpt_root/name`` points at, when it holds weights (see :func:`pointer_target`)."""
+    target = pointer_target(ckpt_root, name)
+    return target if target is not None and (target / "weights.safetensors").is_file() else None
 
 
 def last_step(run_dir: Path) -> int:
     """The step of a run's ``last`` checkpoint, -1 when it has none yet."""
     last = read_pointer(Path(run_dir) / "checkpoints", "last")
-    return int(last.name.split("_")[1]) if last is not None else -1
+    if last is None:
+        return -1
+    try:
+        return int(last.name.split("_")[1])
+    except (IndexError, ValueError):
+        raise LdctError(f"checkpoint pointer names {last.name!r}, not a step_NNNNNNN folder",
+                        Path(run_dir) / "checkpoints" / "last") from None
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
@@ -198,15 +239,22 @@ def _looks_like_pickle(path: Path) -> bool:
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
 
 
-def read_meta(weights_path: Path) -> dict[str, Any]:
-    """Metadata of a weights file: ``meta.json`` beside it, else the safetensors header."""
+def meta_path(weights_path: Path) -> Path:
+    """The file a weights file's metadata comes from: ``meta.json`` / ``<stem>.json`` beside it, else itself."""
     for cand in (weights_path.parent / "meta.json", weights_path.with_suffix(".json")):
         if cand.is_file() and cand != weights_path:
-            try:
-                meta = json.loads(cand.read_text())
-            except (OSError, ValueError) as exc:
-                raise LdctError(f"unreadable checkpoint metadata ({exc})", cand) from None
-            break
+            return cand
+    return weights_path
+
+
+def read_meta(weights_path: Path) -> dict[str, Any]:
+    """Metadata of a weights file: ``meta.json`` beside it, else the safetensors header (checked types)."""
+    source = meta_path(weights_path)
+    if source != weights_path:
+        try:
+            meta = json.loads(source.read_text())
+        except (OSError, ValueError) as exc:
+            raise LdctError(f"unreadable checkpoint metadata ({exc})", source) from None
     else:
         try:
             from safetensors import safe_open
@@ -218,10 +266,101 @@ def read_meta(weights_path: Path) -> dict[str, Any]:
         if _META_KEY not in header:
             raise LdctError("not an ldct model: the safetensors file has no ldct metadata and no meta.json",
                             weights_path)
-        meta = json.loads(header[_META_KEY])
+        try:
+            meta = json.loads(header[_META_KEY])
+        except ValueError as exc:
+            raise LdctError(f"the ldct metadata in the safetensors header is not JSON ({exc})", weights_path) from None
     if not isinstance(meta, dict) or meta.get("kind") not in (CKPT_KIND, MODEL_KIND):
-        raise LdctError("not an ldct model: metadata lacks kind 'ldct-checkpoint' or 'ldct-model'", weights_path)
+        raise LdctError("not an ldct model: metadata lacks kind 'ldct-checkpoint' or 'ldct-model'", source)
+    check_meta(meta, source)
     return meta
+
+
+def check_meta(meta: Mapping[str, Any], where: Path) -> None:
+    """Types of the metadata values that loading uses (LdctError naming ``where`` for a wrong one)."""
+    def bad(key: str, want: str) -> LdctError:
+        return LdctError(f"model metadata: {key} must be {want}, got {meta[key]!r}"[:300], where)
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("method", "inference_net"):
+        if key in meta and not isinstance(meta[key], str):
+            raise bad(key, "a name")
+    for key in ("network", "recipe", "metrics", "data_summary"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "an object")
+    nets = meta.get("networks")
+    if nets is not None and not (isinstance(nets, dict) and all(v is None or isinstance(v, dict) for v in nets.values())):
+        raise bad("networks", "an object of network specs")
+    if "dose_conditioned" in meta and not isinstance(meta["dose_conditioned"], bool):
+        raise bad("dose_conditioned", "true or false")
+    if "scale" in meta and not (is_int(meta["scale"]) and 1 <= meta["scale"] <= 16):
+        raise bad("scale", "a whole number in [1, 16]")
+    if meta.get("channels") is not None and not (is_int(meta["channels"]) and 1 <= meta["channels"] <= 15
+                                                 and meta["channels"] % 2):
+        raise bad("channels", "1 or an odd number of slices up to 15")
+    if "step" in meta and not is_int(meta["step"]):
+        raise bad("step", "a whole number")
+    fs = meta.get("full_scale")
+    if fs is not None and not (isinstance(fs, (int, float)) and not isinstance(fs, bool) and math.isfinite(fs)
+                               and fs > 0):
+        raise bad("full_scale", "a positive number")
+
+
+def _tensor_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header checked by ``ldct.model_zoo.check_safetensors``."""
+    from ldct.model_zoo import check_safetensors
+
+    header = check_safetensors(weights_path)
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def _check_skeletons(meta: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], inference_only: bool,
+                     weights_path: Path) -> None:
+    """Before anything is allocated: the networks in the metadata are within the size caps, and (built on
+    the meta device) the inference network has exactly the file's tensor shapes; for a full checkpoint
+    every network has at most as many values as the file holds."""
+    from ldct.engine.config import network_skeleton
+
+    where = meta_path(weights_path)
+    name = str(meta.get("inference_net", "net"))
+    spec = meta.get("network") or (meta.get("networks") or {}).get(name)
+    if not spec:
+        raise LdctError("model metadata does not name its network", where)
+    in_file = sum(math.prod(s) for s in shapes.values())
+    specs = {name: spec} if inference_only else {**{k: v for k, v in (meta.get("networks") or {}).items() if v},
+                                                 name: spec}
+    for net_name, net_spec in specs.items():
+        skeleton = network_skeleton(net_spec, f"model metadata: network {net_name!r}", where)
+        want = {f"{net_name}.{k}": tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        n = sum(math.prod(s) for s in want.values())
+        if n > in_file:
+            raise LdctError(f"weights do not fit the network in the metadata "
+                            f"({_describe({**meta, 'network': net_spec})}): it has {n:,} values, the weights file "
+                            f"holds {in_file:,}", where)
+        if net_name == name and inference_only:
+            _compare_shapes(want, {k: v for k, v in shapes.items() if k.startswith(name + ".")}, meta,
+                            weights_path)
+
+
+def _compare_shapes(want: Mapping[str, tuple[int, ...]], have: Mapping[str, tuple[int, ...]],
+                    meta: Mapping[str, Any], weights_path: Path) -> None:
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    wrong = [k for k in want if k in have and tuple(have[k]) != want[k]]
+    if not (missing or extra or wrong):
+        return
+    bits = []
+    if wrong:
+        k = wrong[0]
+        bits.append(f"{k} is {list(have[k])} in the file but {list(want[k])} in the network"
+                    + (f" ({len(wrong)} tensors differ)" if len(wrong) > 1 else ""))
+    if missing:
+        bits.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if extra:
+        bits.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
+    raise LdctError(f"weights do not fit the network in the metadata ({_describe(meta)}): {'; '.join(bits)}",
+                    weights_path)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -245,10 +384,16 @@ def load_checkpoint(path: str | Path, *, inference_only: bool | None = None, pre
         LdctError: missing/pickle/non-ldct file, or weights that do not fit the network in the metadata.
     """
     weights_path = resolve_checkpoint(path, prefer=prefer)
+    shapes = _tensor_shapes(weights_path)
     meta = read_meta(weights_path)
-    tensors = _load_tensors(weights_path)
     if inference_only is None:
         inference_only = meta["kind"] == MODEL_KIND
+    _check_skeletons(meta, shapes, bool(inference_only), weights_path)
+    tensors = _load_tensors(weights_path)
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise LdctError(f"weights contain NaN or infinite values ({len(broken)} tensors, e.g. {broken[0]}): the "
+                        "model is broken (a diverged training?) and would produce garbage", weights_path)
     if inference_only:
         method = InferenceModel.from_meta(meta, weights_path)
     else:
@@ -278,11 +423,10 @@ def _build_method(meta: Mapping[str, Any], where: Path) -> Any:
     from ldct.methods.base import METHODS
 
     recipe = meta.get("recipe") or {}
-    try:
-        args = validate_method_args(recipe["method"], recipe.get("args") or {}, where)
-        return METHODS.get(recipe["method"])(**args)
-    except KeyError:
-        raise LdctError("checkpoint metadata has no recipe (method and args)", where) from None
+    if not isinstance(recipe.get("method"), str) or not isinstance(recipe.get("args") or {}, Mapping):
+        raise LdctError("checkpoint metadata has no recipe (method and args)", meta_path(where))
+    args = validate_method_args(recipe["method"], recipe.get("args") or {}, meta_path(where))
+    return METHODS.get(recipe["method"])(**args)
 
 
 class InferenceModel(Method):

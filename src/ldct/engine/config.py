@@ -14,11 +14,17 @@ Every key is checked: an unknown or mistyped key raises :class:`LdctError` namin
 allowed key and all allowed keys. Defaults are filled in, so the resolved recipe (saved as
 ``config.yaml`` in the run folder and in every checkpoint's ``meta.json``) is complete on its own.
 ``--set key.sub=value`` overrides single keys; values are parsed as YAML.
+
+Recipes are read with a YAML loader that refuses aliases (``*name``: nested aliases expand
+exponentially), files over 1 MB and nesting too deep to parse. Numbers are bounded where a wrong one
+would crash or exhaust memory later: optimiser settings (``lr``, ``betas``, ``eps``, ``weight_decay``),
+step counts, batch and patch sizes, seeds, and every network's arguments (:func:`network_skeleton`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -49,6 +55,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "strategy": "auto",  # auto | ddp | ...
     "seed": 0,
     "num_workers": 0,  # DataLoader workers per process
+    "init": None,  # start from a model's weights (bundled name, run folder or model path): fine-tuning
 }
 
 PRECISIONS = {
@@ -61,6 +68,20 @@ PRECISIONS = {
 }
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "dp", "single_device")
+
+#: bounds that no sane run needs to exceed (checked before anything is built or allocated)
+MAX_YAML_BYTES = 1 << 20  # a recipe is a few hundred bytes
+MAX_STEPS = 100_000_000  # steps (and step intervals)
+MAX_COUNT = 1_000_000  # slices, checkpoints kept
+MAX_BATCH = 4096  # patches per device per step
+MAX_PATCH = 4096  # patch side (pixels)
+MAX_SEED = 2**32 - 1
+MAX_LR = 10.0
+MAX_NET_WIDTH = 16384  # channels / features / hidden units of a layer (and any other integer argument)
+MAX_NET_DEPTH = 1000  # layers / blocks / stages (arguments whose name says so)
+MAX_NET_VALUES = 1_000_000_000  # parameters + buffers of one network (4 GB in float32)
+_DEPTH_WORDS = ("depth", "blk", "block", "layer", "num", "stage")
+_WIDTH_WORDS = ("width", "channel", "hidden", "feature")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,13 +112,41 @@ def recipe_path(spec: str | Path) -> Path:
     )
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+class SafeYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``). Recipes never need them, and a few nested
+    aliases expand to billions of nodes in anything that walks the result ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in ldct YAML files", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, path: Any = None) -> Any:
+    """Parse untrusted YAML text with :class:`SafeYamlLoader` (plain data only, no aliases, at most
+    ``MAX_YAML_BYTES``); LdctError naming ``path`` for anything else."""
+    if len(text) > MAX_YAML_BYTES:
+        raise LdctError(f"YAML file of {len(text) / 1e6:.1f} MB is too large (at most {MAX_YAML_BYTES >> 20} MB)",
+                        path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(text, Loader=SafeYamlLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LdctError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
+        raise LdctError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}", path) from None
+    except RecursionError:
+        raise LdctError("not valid YAML: nested too deeply", path) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise LdctError(f"not valid YAML: {str(exc)[:200]}", path) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise LdctError(f"recipe of {path.stat().st_size / 1e6:.1f} MB is too large (at most "
+                            f"{MAX_YAML_BYTES >> 20} MB)", path)
+        raw = parse_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, UnicodeDecodeError) as exc:
         raise LdctError(f"cannot read recipe: {exc}", path) from None
     if raw is None:
@@ -129,8 +178,8 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: Iterable[str]) -> dict
         if not parts:
             raise LdctError(f"bad override {item!r}: empty key")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+            value = yaml.load(text, Loader=SafeYamlLoader) if text.strip() else None
+        except (yaml.YAMLError, RecursionError, ValueError):
             value = text
         node: dict[str, Any] = out
         for i, part in enumerate(parts[:-1]):
@@ -170,10 +219,104 @@ def validate_method_args(method: str, args: Mapping[str, Any], path: Any = None)
             continue
         if _is_annotated(param, "NetSpec"):
             resolved[name] = check_spec(networks, value, f"args.{name}", path)
+            network_skeleton(resolved[name], f"args.{name}", path)
         elif _is_annotated(param, "LossSpec"):
             spec = check_spec(losses, value, f"args.{name}", path)
             resolved[name] = spec["name"] if isinstance(value, str) else spec
+    check_method_numbers(resolved, path)
     return resolved
+
+
+def _number(value: Any, where: str, path: Any, lo: float, hi: float, *, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """``value`` as a finite float in the interval (LdctError naming ``where`` otherwise)."""
+    try:
+        f = float(value) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else math.nan
+    except (ValueError, OverflowError):
+        f = math.nan
+    inside = math.isfinite(f) and (lo < f if lo_open else lo <= f) and (f < hi if hi_open else f <= hi)
+    if not inside:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise LdctError(f"{where} must be a number in {interval}, got {value!r}", path)
+    return f
+
+
+def check_method_numbers(args: Mapping[str, Any], path: Any = None) -> None:
+    """Bound a method's numeric arguments by name: learning rates in (0, 10], ``betas`` two numbers in
+    [0, 1), ``eps`` in (0, 1), ``weight_decay`` in [0, 1], loss weights >= 0, every float finite, every
+    integer in [0, MAX_STEPS] (widths: [0, MAX_NET_WIDTH])."""
+    for key, value in args.items():
+        where = f"args.{key}"
+        if value is None:
+            continue
+        if key == "lr" or key.endswith("_lr") or key.startswith("lr_"):
+            _number(value, where, path, 0.0, MAX_LR, lo_open=True)
+        elif key == "betas":
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise LdctError(f"{where} must be two numbers in [0, 1) such as [0.9, 0.999], got {value!r}", path)
+            for i, b in enumerate(value):
+                _number(b, f"{where}[{i}]", path, 0.0, 1.0, hi_open=True)
+        elif key == "eps":
+            _number(value, where, path, 0.0, 1.0, lo_open=True, hi_open=True)
+        elif key == "weight_decay":
+            _number(value, where, path, 0.0, 1.0)
+        elif isinstance(value, (bool, Mapping)):
+            continue
+        elif isinstance(value, float) or (key.endswith("_weight") or key.startswith("lambda_")) and \
+                isinstance(value, int):
+            lo = 0.0 if key.endswith("_weight") or key.startswith("lambda_") else -math.inf
+            _number(value, where, path, lo, math.inf, hi_open=True)
+        elif isinstance(value, int):
+            cap = MAX_NET_WIDTH if any(w in key for w in _WIDTH_WORDS) else MAX_STEPS
+            _int(value, where, path, minimum=0, maximum=cap)
+
+
+def _check_net_values(kwargs: Mapping[str, Any], where: str, path: Any, key: str = "") -> None:
+    for k, v in kwargs.items():
+        name = f"{where}.{k}"
+        if isinstance(v, Mapping):
+            _check_net_values(v, name, path, k)
+            continue
+        for x in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(x, bool) or x is None or isinstance(x, str):
+                continue
+            if isinstance(x, float) and not math.isfinite(x):
+                raise LdctError(f"{name} must be a finite number, got {x!r}", path)
+            if isinstance(x, int):
+                deep = any(w in k.lower() for w in _DEPTH_WORDS) and not any(w in k.lower() for w in _WIDTH_WORDS)
+                cap = MAX_NET_DEPTH if deep else MAX_NET_WIDTH
+                if not 0 <= x <= cap:
+                    raise LdctError(f"{name} = {x} is outside [0, {cap}] (not a network ldct can build)", path)
+
+
+def network_skeleton(spec: Mapping[str, Any], where: str = "net", path: Any = None) -> Any:
+    """Check a resolved network spec before anything is allocated; return the network built on PyTorch's
+    ``meta`` device (parameter shapes, no memory).
+
+    Every integer argument must lie in [0, MAX_NET_WIDTH] ([0, MAX_NET_DEPTH] for depths, blocks and
+    layers), every float must be finite, and the network must have at most ``MAX_NET_VALUES``
+    parameters and buffers. Raises :class:`LdctError` naming ``where`` and ``path``.
+    """
+    import torch
+
+    from ldct.engine.specs import build_network
+
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise LdctError(f"{where} must be a network spec {{name: ..., ...}}, got {spec!r}", path)
+    _check_net_values({k: v for k, v in spec.items() if k != "name"}, where, path)
+    try:
+        with torch.device("meta"):
+            net = build_network(dict(spec), where=where)
+    except LdctError as exc:
+        raise LdctError(str(exc), path) from None
+    except Exception as exc:  # noqa: BLE001  (any constructor refusal: these arguments cannot be built)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise LdctError(f"{where}: {spec['name']} cannot be built with these arguments ({reason})", path) from None
+    n = sum(t.numel() for t in net.state_dict().values())
+    if n > MAX_NET_VALUES:
+        raise LdctError(f"{where}: {spec['name']} with these arguments has {n:,} parameters (at most "
+                        f"{MAX_NET_VALUES:,}); check its widths and depths", path)
+    return net
 
 
 def validate_train(train: Mapping[str, Any], path: Any = None) -> dict[str, Any]:
@@ -183,11 +326,13 @@ def validate_train(train: Mapping[str, Any], path: Any = None) -> dict[str, Any]
         if key not in TRAIN_DEFAULTS:
             raise unknown_key_error(key, "train", list(TRAIN_DEFAULTS), path)
         out[key] = value
+    caps = {"max_steps": MAX_STEPS, "batch_size": MAX_BATCH, "num_nodes": 1024, "num_workers": 256, "seed": MAX_SEED,
+            "val_every": MAX_STEPS, "ckpt_every": MAX_STEPS, "log_every": MAX_STEPS, "sample_every": MAX_STEPS}
     for key in ("max_steps", "batch_size", "num_nodes"):
-        out[key] = _int(out[key], f"train.{key}", path, minimum=1)
+        out[key] = _int(out[key], f"train.{key}", path, minimum=1, maximum=caps[key])
     for key in ("val_every", "val_slices", "ckpt_every", "log_every", "sample_every", "sample_slices",
                 "keep_checkpoints", "num_workers", "seed"):
-        out[key] = _int(out[key], f"train.{key}", path, minimum=0)
+        out[key] = _int(out[key], f"train.{key}", path, minimum=0, maximum=caps.get(key, MAX_COUNT))
     out["log_every"] = max(1, out["log_every"])
     out["keep_checkpoints"] = max(1, out["keep_checkpoints"])
     prec = str(out["precision"]).lower()
@@ -203,29 +348,46 @@ def validate_train(train: Mapping[str, Any], path: Any = None) -> dict[str, Any]
         raise LdctError(f"train.accelerator: unknown {acc!r}; use one of {', '.join(ACCELERATORS)}", path)
     out["accelerator"] = acc
     if out["devices"] != "auto":
-        out["devices"] = _int(out["devices"], "train.devices", path, minimum=1)
+        out["devices"] = _int(out["devices"], "train.devices", path, minimum=1, maximum=1024)
     if str(out["strategy"]) not in STRATEGIES:
         raise LdctError(f"train.strategy: unknown {out['strategy']!r}; use one of {', '.join(STRATEGIES)}", path)
+    if out["init"] is not None and (not isinstance(out["init"], str) or not out["init"].strip()):
+        raise LdctError(f"train.init must be a model name or path, got {out['init']!r}", path)
     return out
 
 
-def _int(value: Any, where: str, path: Any, minimum: int) -> int:
+def _int(value: Any, where: str, path: Any, minimum: int, maximum: int = MAX_STEPS) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise LdctError(f"{where} must be a whole number, got {value!r}", path)
     try:
         f = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise LdctError(f"{where} must be a whole number, got {value!r}", path) from None
     if not f.is_integer() or f < minimum:
         raise LdctError(f"{where} must be a whole number >= {minimum}, got {value!r}", path)
+    if f > maximum:
+        raise LdctError(f"{where} must be a whole number <= {maximum}, got {value!r}", path)
     return int(f)
 
 
+#: upper bounds of the data section's integers (the data package checks their lower bounds)
+DATA_CAPS = {"patch_size": MAX_PATCH, "samples_per_epoch": 1_000_000_000, "dose_steps": 1000,
+             "slice_stride": 10_000, "val_max_slices": MAX_COUNT, "seed": MAX_SEED}
+
+
 def validate_data(data: Mapping[str, Any], path: Any = None) -> dict[str, Any]:
-    """Check the ``data:`` section with the data package's own schema."""
+    """Check the ``data:`` section with the data package's own schema, then bound its sizes."""
     from ldct.data.config import validate_data_config  # the data package owns its schema
 
-    return validate_data_config(dict(data), path)
+    out = validate_data_config(dict(data), path)
+    for key, cap in DATA_CAPS.items():
+        if out.get(key) is not None:
+            _int(out[key], f"data.{key}", path, minimum=0, maximum=cap)
+    for key in ("hu_window", "body_threshold_hu"):
+        value = out.get(key)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise LdctError(f"data.{key} must be finite, got {value!r}", path)
+    return out
 
 
 def validate_recipe(recipe: Mapping[str, Any], source: Any = None) -> dict[str, Any]:

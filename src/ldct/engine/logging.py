@@ -121,6 +121,11 @@ class TrainProgress:
             total = self.progress.tasks[0].total or step
             print(f"step {step}/{total:.0f}  {info}", file=sys.stderr, flush=True)
 
+    def stage(self, text: str) -> None:
+        """Say what the run is doing between steps (validation, samples) in the live bar."""
+        if self.live:
+            self.progress.update(self.task, info=text)
+
     def note(self, text: str) -> None:
         if self.enabled:
             self.console.print(text)

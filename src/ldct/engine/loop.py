@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ldct.atomic import atomic_file
+from ldct.atomic import atomic_file, check_writable
 from ldct.engine import checkpoint as ckpt
 from ldct.engine import logging as runlog
 from ldct.engine.config import dump_recipe, plain, read_yaml, validate_train
@@ -65,6 +66,7 @@ def train(
     resume: bool = False,
     accelerator: str | None = None,
     precision: str | None = None,
+    init: str | Path | None = None,
     on_step: StepHook | None = None,
     datasets: Any = None,
 ) -> Path:
@@ -75,6 +77,8 @@ def train(
         data: data root (``ldct train --data``); None uses the recipe's ``data.root``.
         out: run folder; must be new or empty unless ``resume``.
         resume: continue from ``out``'s last checkpoint (a fresh run when it has none yet).
+        init: start the trained network from this model's weights (``train.init``; a bundled name, run
+            folder or model path): fine-tuning. Ignored when resuming from a checkpoint.
         on_step: called on every process after each completed step with the step count.
         datasets: a bundle with ``train``, ``val`` (and ``split``, ``summary``) to use instead of
             ``ldct.data.build_datasets(recipe["data"])`` (library use).
@@ -85,7 +89,7 @@ def train(
     recipe = copy.deepcopy(dict(recipe))
     tcfg = dict(recipe.get("train", {}))
     for key, value in (("max_steps", max_steps), ("devices", devices), ("accelerator", accelerator),
-                       ("precision", precision)):
+                       ("precision", precision), ("init", None if init is None else str(init))):
         if value is not None:
             tcfg[key] = value
     recipe["train"] = validate_train(tcfg)
@@ -101,6 +105,8 @@ def train(
         recipe["data"]["root"] = str(Path(root).absolute())
     _check_devices(tcfg)
     _check_run_dir(run_dir, resume)
+    existed = run_dir.exists()
+    fresh = not (existed and any(run_dir.iterdir()))  # nothing of an earlier run is in it
 
     # DDP on parameters with a size-1 dimension (1-channel input convs): harmless, but printed every step
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -111,16 +117,28 @@ def train(
         _check_same_recipe(run_dir, recipe)
     fabric.barrier()
 
+    if tcfg.get("init"):  # a missing or unreadable model: one line before any data work
+        from ldct.model_zoo import find_model
+
+        find_model(str(tcfg["init"]))
     seed = int(tcfg["seed"])
     seed_all(seed)  # identical initial weights on every process
-    if datasets is None:
-        datasets = _build_datasets(fabric, recipe["data"], run_dir, seed)
-    from ldct.methods.base import METHODS
+    trainer: _Run | None = None
+    try:
+        if datasets is None:
+            datasets = _build_datasets(fabric, recipe["data"], run_dir, seed)
+        from ldct.methods.base import METHODS
 
-    method = METHODS.get(recipe["method"])(**recipe["args"])
-    method.setup(fabric)
-    trainer = _Run(fabric, method, recipe, datasets, run_dir, on_step)
-    return trainer.run(resume)
+        method = METHODS.get(recipe["method"])(**recipe["args"])
+        if tcfg.get("init") and not (resume and ckpt.read_pointer(run_dir / "checkpoints", "last")):
+            init_from_model(method, tcfg["init"])
+        method.setup(fabric)
+        trainer = _Run(fabric, method, recipe, datasets, run_dir, on_step)
+        return trainer.run(resume)
+    except BaseException:
+        if fresh and fabric.is_global_zero and (trainer is None or trainer.step == 0):
+            _remove_unstarted_run(run_dir, existed)
+        raise
 
 
 def _build_datasets(fabric: Any, data_cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Any:
@@ -147,6 +165,41 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         raise LdctError("run folder exists and is not a folder", run_dir)
     if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise LdctError("run folder is not empty: pass --resume to continue it, or choose a new --out", run_dir)
+    check_writable(run_dir)  # a read-only location: one line before any work
+
+
+def init_from_model(method: Any, model: str | Path) -> None:
+    """Copy a trained model's weights into ``method``'s inference network (fine-tuning start).
+
+    The model (a bundled name, run folder or model path) is loaded and validated like ``--model``; its
+    network must be the recipe's (same class and arguments), else :class:`LdctError` says what differs."""
+    from ldct.model_zoo import load_model
+
+    loaded = load_model(str(model))
+    target = method.inference_module()
+    src = loaded.module.state_dict()
+    dst = target.state_dict()
+    if src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in dst):
+        want = type(method.nets[method.inference_net]).__name__
+        raise LdctError(
+            f"cannot start from {model}: its network ({loaded.network} {loaded.meta.get('network')}) is not the "
+            f"recipe's ({want}); use a recipe with the same args.net (for the bundled model: ldct train default)",
+            loaded.source)
+    target.load_state_dict(src, strict=True)
+
+
+def _remove_unstarted_run(run_dir: Path, existed: bool) -> None:
+    """A run that failed before its first step leaves nothing behind (a retry must not find "not empty")."""
+    if ckpt.read_pointer(run_dir / "checkpoints", "last") is not None:
+        return
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for p in list(run_dir.iterdir()) if run_dir.is_dir() else []:  # the user's (empty) folder stays
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _check_same_recipe(run_dir: Path, recipe: Mapping[str, Any]) -> None:
@@ -330,6 +383,7 @@ class _Run:
     def _validate(self, progress: runlog.TrainProgress) -> bool:
         improved = False
         if self.rank0:
+            progress.stage(f"validating on {len(self.val)} held-out slices")
             metrics, _ = validate(self.method, self.val, fabric=self.fabric, window=self.window,
                                   input_metrics=not any(k.startswith("val/input_") for k in self.metrics))
             self.metrics.update(metrics)
@@ -400,7 +454,14 @@ class _Run:
         if self.rank0:
             meta = ckpt.make_meta(self.method, self.recipe, step=self.step, metrics=self.metrics,
                                   data_summary=self.data.summary)
-            ckpt.save_checkpoint(self.run_dir, self.method, meta, state)
+            try:
+                ckpt.save_checkpoint(self.run_dir, self.method, meta, state)
+            except LdctError as exc:  # disk full, quota, permissions: the last good checkpoint stays
+                last = ckpt.read_pointer(self.run_dir / "checkpoints", "last")
+                kept = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
+                reason = str(exc).split(": could not write output: ")[-1]
+                raise LdctError(f"could not save the checkpoint of step {self.step}: {reason}; {kept}; "
+                                "free some space and continue with --resume", self.run_dir) from exc
             if best:
                 ckpt.write_pointer(self.run_dir / "checkpoints", "best", self._last_ckpt.name)
             ckpt.prune_checkpoints(self.run_dir, int(self.t["keep_checkpoints"]))

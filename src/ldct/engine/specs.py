@@ -69,6 +69,8 @@ def coerce(value: Any, default: Any, where: str, path: Any = None) -> Any:
                 value = float(value)
             except ValueError:
                 raise LdctError(f"{where} must be a number, got {value!r}", path) from None
+        if isinstance(value, int) and abs(value) > 2**63:  # float() would overflow
+            raise LdctError(f"{where} is out of range (a number with {value.bit_length()} bits)", path)
         if isinstance(value, (int, float)):
             if isinstance(default, float):
                 return float(value)

@@ -99,8 +99,12 @@ def evaluate_run(
     tile: int | None = None,
     figures: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[EvalResults, Path]:
-    """Evaluate a run folder or checkpoint on DATA; returns the results and the output folder."""
+    """Evaluate a run folder or checkpoint on DATA; returns the results and the output folder.
+
+    ``progress(done, total)`` is called after each scored slice, ``stage(text)`` when a stage begins."""
+    say = stage or (lambda text: None)
     from ldct.data.build import eval_dataset
     from ldct.data.datasets import SliceDataset
     from ldct.engine.checkpoint import load_checkpoint
@@ -136,6 +140,7 @@ def evaluate_run(
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir / "cache" if run_dir else out_dir / "cache")
 
     # who to evaluate
+    say("finding data, reading headers")
     full, src = eval_dataset(cfg, cache_dir=cache_dir, doses=list(doses) if doses else None)
     patients, run_split = choose_part(src.patient_ids, split=split, run_dir=run_dir, recipe_split=cfg.split,
                                       data=data)
@@ -148,6 +153,7 @@ def evaluate_run(
     net = meta.get("network") or {}
     name = model_name(meta)
     w = meta.get("hu_window") or [cfg.hu_window.lo, cfg.hu_window.hi]
+    say(f"scoring {name} and baselines (low-dose slices simulated on first use)")
     results = evaluate(method, ds, name=name, window=Window(float(w[0]), float(w[1]), "net"), baselines=baselines,
                        device=device, tile=tile, max_slices=max_slices, bm3d_max_slices=bm3d_max_slices,
                        progress=progress)
@@ -160,5 +166,6 @@ def evaluate_run(
     if trained_on:
         results.meta.setdefault("warnings", []).append(
             f"evaluated patients {', '.join(trained_on)} were in the model's training set")
+    say("writing tables and figures")
     write_results(results, out_dir, figures=figures)
     return results, out_dir

@@ -27,7 +27,7 @@ from torch import nn
 from ldct.atomic import atomic_dir, atomic_file
 from ldct.data.photos import PHOTO_SUFFIXES
 from ldct.errors import LdctError
-from ldct.infer.predict import _autocast, resolve_device
+from ldct.infer.predict import _autocast, check_finite_output, resolve_device
 from ldct.infer.tiling import check_tiling, tiled_forward
 
 
@@ -57,11 +57,13 @@ def check_model_input(model: Any, inp: Path) -> None:
 
 
 def predict_photo(module: nn.Module, img: np.ndarray, full_scale: float, *, tile: int | None = None,
-                  overlap: int = 32, device: str | torch.device = "cpu", precision: str = "32") -> np.ndarray:
+                  overlap: int = 32, device: str | torch.device = "cpu", precision: str = "32",
+                  source: str | Path | None = None) -> np.ndarray:
     """Denoise one (C, H, W) photograph of intensities in [0, full_scale] with a network on [-1, 1] data.
 
     ``C`` must be the network's input channels. Returns float32 (C, H, W) intensities clipped to
-    [0, full_scale] (not rounded)."""
+    [0, full_scale] (not rounded). A NaN or infinite network output raises :class:`LdctError` naming
+    ``source`` (the model)."""
     from ldct.data.photos import photo_to_net
 
     if tile is not None:
@@ -78,6 +80,7 @@ def predict_photo(module: nn.Module, img: np.ndarray, full_scale: float, *, tile
         y = fn(x) if tile is None else tiled_forward(fn, x, tile=tile, overlap=overlap)
     if y.shape != x.shape:
         raise RuntimeError(f"network output {tuple(y.shape)} does not match its input {tuple(x.shape)}")
+    check_finite_output(y, source, "this image")
     out = (y[0].float().cpu().numpy() + 1.0) * (full_scale / 2.0)
     return np.clip(out, 0.0, full_scale).astype(np.float32)
 
@@ -112,6 +115,7 @@ def denoise_image(model: Any, photo: PhotoImage, **kw: Any) -> np.ndarray:
     """(C, H, W) denoised intensities of ``photo`` (same channels) with a photo model (``LoadedModel``)."""
     want = int(model.channels)
     img = photo.data
+    kw = {"source": getattr(model, "source", None), **kw}
     if img.shape[0] == want:
         return predict_photo(model.module, img, photo.full_scale, **kw)
     if want == 3 and img.shape[0] == 1:  # grey file, colour model: three equal channels in, their mean out

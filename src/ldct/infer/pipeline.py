@@ -198,13 +198,17 @@ def denoise_path(
     reference_noise_hu: float | None = None,
     progress: Progress | None = None,
     on_start: Callable[[Volume, float | None, str], Any] | None = None,
+    compress: bool | None = None,
 ) -> DenoiseResult:
     """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
 
     ``on_start(vol, dose, how)`` is called once the input is read and the dose is known (to print it).
+    A DICOM output gets its own SeriesNumber (the input's + 5000) and is compressed losslessly when
+    the input was compressed or ``compress`` is True.
     Raises :class:`LdctError` for every user mistake, before any output is written.
     """
     from ldct.io import read_volume, write_volume
+    from ldct.io.dicom_attrs import derived_series_number
 
     inp, out = Path(inp), Path(out)
     check_dose(dose)
@@ -225,12 +229,13 @@ def denoise_path(
     data = predict_volume(
         model.module, vol.data, window=model.window, dose=used_dose, batch_size=batch_size, tile=tile,
         overlap=overlap, device=dev, precision=precision, scale=model.scale, channels=model.channels,
-        progress=progress,
+        progress=progress, source=model.source,
     )
     seconds = time.perf_counter() - t0
     result_vol = output_volume(vol, data, model.scale, model)
     desc = f"ldct denoised ({model.name})"
-    written = write_volume(result_vol, out, source=vol, description=desc, overwrite=overwrite)
+    written = write_volume(result_vol, out, source=vol, description=desc, overwrite=overwrite, compress=compress,
+                           series_number=derived_series_number(vol.meta.get("series_number"), "denoised"))
     if model.scale == 1:
         before, after, nhow = noise_before_after(vol.data, data)
     else:

@@ -12,12 +12,14 @@ the window's top. For super-resolution models (``scale > 1``) the excess ``in - 
 bilinearly and added to the network's output.
 
 Only one batch of slices is on the device at a time: :func:`iter_predict` yields batches as they finish,
-:func:`predict_volume` fills one float32 output array from them.
+:func:`predict_volume` fills one float32 output array from them. A network output with a NaN or
+infinite value anywhere is refused (:func:`check_finite_output`): broken weights never become a volume.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,15 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def check_finite_output(y: torch.Tensor, source: str | Path | None, what: str) -> None:
+    """Raise :class:`LdctError` (naming the model ``source``) when the network output ``y`` has a NaN or
+    infinite value: the model's weights are broken or do not suit this input, and nothing is written."""
+    if not bool(torch.isfinite(y).all()):
+        bad = int((~torch.isfinite(y)).sum())
+        raise LdctError(f"the model's output for {what} has {bad} NaN or infinite values (broken weights, or a "
+                        "model that does not suit this input); nothing was written", source)
+
+
 def _call(module: nn.Module, x: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
     return module(x) if dose is None else module(x, dose)
 
@@ -74,6 +85,7 @@ def iter_predict(
     precision: str = "32",
     scale: int = 1,
     channels: int = 1,
+    source: str | Path | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Denoise ``hu`` batch by batch.
 
@@ -88,6 +100,7 @@ def iter_predict(
         scale: the network's output/input size ratio.
         channels: input channels of the network: 1, or an odd number of neighbouring slices (2.5D, edge
             slices repeated at the volume's ends); the output's centre channel is the denoised slice.
+        source: the model's file or folder, named in the error when its output is not finite.
     Yields:
         ``(start, out)``: index of the first slice of the batch and (b, y*scale, x*scale) float32 HU.
     """
@@ -124,6 +137,7 @@ def iter_predict(
                     return _call(module, t, d).float()
 
             y = fn(net_in) if tile is None else tiled_forward(fn, net_in, tile=tile, overlap=overlap, scale=scale)
+            check_finite_output(y, source, f"slices {start}..{stop - 1}")
             excess = x - x.clamp(window.lo, window.hi)
             if scale != 1:
                 excess = F.interpolate(excess, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -151,6 +165,7 @@ def predict_volume(
     scale: int = 1,
     channels: int = 1,
     progress: Progress | None = None,
+    source: str | Path | None = None,
 ) -> np.ndarray:
     """Denoise a (z, y, x) (or (y, x)) HU volume; returns float32 HU of shape (z, y*scale, x*scale).
 
@@ -162,7 +177,7 @@ def predict_volume(
     out = np.empty((z, h * scale, w * scale), dtype=np.float32)
     for start, batch in iter_predict(
         module, arr, window=window, dose=dose, batch_size=batch_size, tile=tile, overlap=overlap,
-        device=device, precision=precision, scale=scale, channels=channels,
+        device=device, precision=precision, scale=scale, channels=channels, source=source,
     ):
         out[start : start + len(batch)] = batch
         if progress is not None:

@@ -14,6 +14,7 @@ from pydicom import uid as U
 from pydicom.dataset import Dataset
 
 from ldct.errors import LdctError
+from ldct.io.limits import MAX_SIDE, MAX_SLICES, MAX_VOXELS, check_expansion
 
 _J2K = "pylibjpeg pylibjpeg-openjpeg"
 _LIBJPEG = "pylibjpeg pylibjpeg-libjpeg"
@@ -40,9 +41,111 @@ def transfer_syntax(ds: Dataset) -> U.UID:
     return U.UID(str(ts)) if ts else U.ImplicitVRLittleEndian
 
 
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def check_transfer_syntax(ds: Dataset, path: Path) -> U.UID:
+    """The file's transfer syntax; :class:`LdctError` when it is not one DICOM defines."""
+    ts = transfer_syntax(ds)
+    if not ts.is_transfer_syntax:
+        raise LdctError(
+            f"unknown transfer syntax {ts} (private or corrupt): cannot tell how the pixel data is encoded",
+            path,
+        )
+    return ts
+
+
+def int_tag(ds: Dataset, keyword: str, path: Path, default: int | None = None) -> int | None:
+    """An integer tag (US, IS ...): ``default`` when absent or empty, :class:`LdctError` when not an integer."""
+    v = ds.get(keyword)
+    if v is None or v == "":
+        return default
+    try:
+        f = float(v)
+        if not f.is_integer():
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise LdctError(f"{keyword} {str(v)!r} is not an integer (corrupt header)", path) from None
+
+
+def _stored_length(ds: Dataset, keyword: str) -> int | None:
+    """Byte length of the (possibly deferred) pixel data element without reading it; None if undefined."""
+    elem = ds.get_item(keyword, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    if length is None:
+        value = getattr(elem, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    if length is None or length == 0xFFFFFFFF or getattr(elem, "is_undefined_length", False):
+        return None
+    return int(length)
+
+
+def check_layout(ds: Dataset, path: Path) -> int:
+    """Check one file's pixel description against caps and its size **before** decoding; returns the
+    number of frames.
+
+    Rows, Columns, NumberOfFrames, BitsAllocated, BitsStored, PixelRepresentation must be integers in
+    range; uncompressed pixel data must hold Rows x Columns x NumberOfFrames x BitsAllocated bits;
+    compressed pixel data may not claim more than ``MAX_SLICES`` frames or expand beyond
+    :func:`ldct.io.limits.check_expansion`.
+    """
+    ts = check_transfer_syntax(ds, path)
+    rows, cols = int_tag(ds, "Rows", path), int_tag(ds, "Columns", path)
+    if rows is None or cols is None:
+        raise LdctError("no Rows / Columns in the header: the image size is unknown", path)
+    if rows < 1 or cols < 1:
+        raise LdctError(f"Rows x Columns {rows} x {cols}: the image is empty (corrupt header)", path)
+    if rows > MAX_SIDE or cols > MAX_SIDE:
+        raise LdctError(
+            f"Rows x Columns {rows} x {cols} is larger than ldct reads ({MAX_SIDE} pixels a side)", path
+        )
+    frames = int_tag(ds, "NumberOfFrames", path, 1)
+    assert frames is not None
+    if frames < 1:
+        raise LdctError(f"NumberOfFrames {frames} must be at least 1 (corrupt header)", path)
+    bits = int_tag(ds, "BitsAllocated", path)
+    if bits not in (1, 8, 16, 32, 64):
+        raise LdctError(f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64 (corrupt header)", path)
+    stored = int_tag(ds, "BitsStored", path, bits)
+    if stored is None or not 1 <= stored <= bits:
+        raise LdctError(
+            f"BitsStored {stored} must be between 1 and BitsAllocated {bits} (corrupt header)", path
+        )
+    pixrep = int_tag(ds, "PixelRepresentation", path, 0)
+    if pixrep not in (0, 1):
+        raise LdctError(f"PixelRepresentation {pixrep} must be 0 (unsigned) or 1 (signed)", path)
+    spp = int_tag(ds, "SamplesPerPixel", path, 1)
+    if spp is None or not 1 <= spp <= 4:
+        raise LdctError(f"SamplesPerPixel {spp} must be 1 (grey) .. 4", path)
+    layout = f"Rows {rows} x Columns {cols} x NumberOfFrames {frames} x BitsAllocated {bits}"
+    need = (frames * rows * cols * spp * bits + 7) // 8
+    keyword = next((t for t in PIXEL_TAGS if t in ds), None)
+    if keyword is None:
+        return frames
+    if ts.is_compressed and keyword == "PixelData":
+        if frames > MAX_SLICES or frames * rows * cols > MAX_VOXELS:
+            raise LdctError(
+                f"NumberOfFrames {frames} of {rows} x {cols} is more than ldct reads from one compressed file "
+                f"({MAX_SLICES} frames)",
+                path,
+            )
+        check_expansion(need, path.stat().st_size, path, f"compressed pixel data ({layout})")
+        return frames
+    have = _stored_length(ds, keyword)
+    if have is None:
+        have = path.stat().st_size
+    if need > have:
+        raise LdctError(
+            f"pixel data is truncated or the header is wrong: {layout} need {need} bytes, the file holds {have}",
+            path,
+        )
+    return frames
+
+
 def check_decoder(ds: Dataset, path: Path) -> None:
     """Raise :class:`LdctError` naming the pip package when ``ds``'s pixel data cannot be decoded here."""
-    ts = transfer_syntax(ds)
+    ts = check_transfer_syntax(ds, path)
     if not ts.is_compressed:
         return
     from pydicom.pixels import get_decoder
@@ -60,9 +163,9 @@ def check_decoder(ds: Dataset, path: Path) -> None:
 
 def stored_values(ds: Dataset, path: Path) -> np.ndarray:
     """Stored pixel values (no rescale) as (frames, rows, cols); raises :class:`LdctError` if corrupt."""
-    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(t in ds for t in PIXEL_TAGS):
         raise LdctError("DICOM file has no PixelData (not an image, or the file is truncated)", path)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    spp = int_tag(ds, "SamplesPerPixel", path, 1)
     if spp != 1:
         pi = ds.get("PhotometricInterpretation", "?")
         raise LdctError(f"colour DICOM image ({pi}, {spp} samples per pixel) is not a CT image", path)
@@ -75,11 +178,18 @@ def stored_values(ds: Dataset, path: Path) -> np.ndarray:
         text = " ".join(str(exc).split())
         if len(text) > 200:
             text = text[:197] + "..."
-        raise LdctError(f"pixel data is truncated or corrupt: {text}", path) from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+        size = f"Rows {ds.get('Rows')} x Columns {ds.get('Columns')}"
+        raise LdctError(f"pixel data is truncated or corrupt ({size}): {text}", path) from None
+    frames = int_tag(ds, "NumberOfFrames", path, 1)
     arr = np.asarray(arr)
     if frames == 1 or arr.ndim == 2:
         arr = arr.reshape((1,) + arr.shape[-2:])
+    want = (int_tag(ds, "Rows", path), int_tag(ds, "Columns", path))
+    if arr.ndim != 3 or arr.shape[1:] != want:
+        raise LdctError(
+            f"decoded pixel data has shape {arr.shape} but Rows x Columns say {want[0]} x {want[1]} (corrupt header)",
+            path,
+        )
     return arr
 
 

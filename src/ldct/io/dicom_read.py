@@ -9,6 +9,7 @@ are reported in ``vol.meta["warnings"]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ from pydicom.dataset import Dataset
 
 from ldct.errors import LdctError
 from ldct.io import dicom_scan
-from ldct.io.dicom_pixels import padding_mask, stored_values, transfer_syntax
+from ldct.io.dicom_pixels import check_layout, int_tag, padding_mask, stored_values, transfer_syntax
 from ldct.io.geometry import analyse_stack, orientations_agree, sort_order
+from ldct.io.limits import HU_RANGE, check_orientation, check_spacing
 from ldct.volume import Volume
 
 AIR_HU = -1000.0
@@ -75,10 +77,62 @@ def _float(v: Any) -> float | None:
         return None
 
 
+def _show(v: Any) -> str:
+    text = str(v) if isinstance(v, (str, bytes, int, float)) else "\\".join(str(x) for x in v)
+    return "'" + (text if len(text) <= 60 else text[:57] + "...") + "'"
+
+
+def _numbers(item: Dataset | None, kw: str, path: Path, n: int) -> tuple[float, ...] | None:
+    """The ``n`` finite numbers of tag ``kw`` in ``item``; None when absent or empty; :class:`LdctError`
+    naming the tag when present but not ``n`` finite numbers (a header ldct must not guess around)."""
+    v = item.get(kw) if item is not None else None
+    if v is None or v == "" or (not isinstance(v, (str, bytes, int, float)) and len(v) == 0):
+        return None
+    vals = _floats(v)
+    if vals is None or len(vals) != n or not all(math.isfinite(x) for x in vals):
+        count = f"{n} finite numbers" if n > 1 else "a finite number"
+        raise LdctError(f"{kw} {_show(v)} is not {count} (corrupt header)", path)
+    return vals
+
+
+def _geometry(
+    path: Path, pp: Dataset | None, po: Dataset | None, pm: Dataset | None, pv: Dataset | None
+) -> tuple[Any, ...]:
+    """Validated (position, orientation, pixel spacing, thickness, slope, intercept) of one frame."""
+    pos = _numbers(pp, "ImagePositionPatient", path, 3)
+    ori = _numbers(po, "ImageOrientationPatient", path, 6)
+    if ori is not None:
+        ori = check_orientation(ori, "ImageOrientationPatient", path)
+    spc = _numbers(pm, "PixelSpacing", path, 2) if pm is not None and "PixelSpacing" in pm else None
+    if spc is None and pm is not None and pm.get("ImagerPixelSpacing") not in (None, ""):
+        spc = check_spacing(_numbers(pm, "ImagerPixelSpacing", path, 2) or (), 2, "ImagerPixelSpacing", path)
+    elif spc is not None:
+        spc = check_spacing(spc, 2, "PixelSpacing", path)
+    thk = _numbers(pm, "SliceThickness", path, 1)
+    if thk is not None and thk[0] < 0:
+        raise LdctError(f"SliceThickness {thk[0]:g} is negative (corrupt header)", path)
+    slope = _numbers(pv, "RescaleSlope", path, 1)
+    if slope is not None and slope[0] <= 0:
+        raise LdctError(
+            f"RescaleSlope {slope[0]:g} cannot be right: it must be positive (zero maps every pixel to one "
+            "value, a negative slope inverts the image)",
+            path,
+        )
+    icpt = _numbers(pv, "RescaleIntercept", path, 1)
+    return (
+        pos,
+        ori,
+        spc,
+        thk[0] if thk and thk[0] > 0 else None,
+        slope[0] if slope else None,
+        icpt[0] if icpt else None,
+    )
+
+
 def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    n = check_layout(ds, path)  # sizes against caps and the file size, before anything is allocated
     enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-    inst = int(ds.get("InstanceNumber", 0) or 0)
+    inst = int_tag(ds, "InstanceNumber", path, 0) or 0
     out = []
     for f in range(n):
         if enhanced:
@@ -91,19 +145,9 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
                     "PixelValueTransformationSequence",
                 )
             )
-            pos = _floats(pp.get("ImagePositionPatient")) if pp is not None else None
-            ori = _floats(po.get("ImageOrientationPatient")) if po is not None else None
-            spc = _floats(pm.get("PixelSpacing")) if pm is not None else None
-            thk = _float(pm.get("SliceThickness")) if pm is not None else None
-            slope = _float(pv.get("RescaleSlope")) if pv is not None else None
-            icpt = _float(pv.get("RescaleIntercept")) if pv is not None else None
+            pos, ori, spc, thk, slope, icpt = _geometry(path, pp, po, pm, pv)
         else:
-            pos = _floats(ds.get("ImagePositionPatient"))
-            ori = _floats(ds.get("ImageOrientationPatient"))
-            spc = _floats(ds.get("PixelSpacing")) or _floats(ds.get("ImagerPixelSpacing"))
-            thk = _float(ds.get("SliceThickness"))
-            slope = _float(ds.get("RescaleSlope"))
-            icpt = _float(ds.get("RescaleIntercept"))
+            pos, ori, spc, thk, slope, icpt = _geometry(path, ds, ds, ds, ds)
         out.append(
             _Frame(
                 file=path,
@@ -141,6 +185,14 @@ def read_dicom(
             f"modality is {modality}, not CT: ldct needs CT images in Hounsfield units", chosen.files[0]
         )
     members = list(zip(chosen.files, chosen.datasets))
+    for f, ds in members:  # an MR slice filed under a CT SeriesInstanceUID must not become "HU"
+        other = str(ds.get("Modality", "") or "").upper()
+        if other and modality and other != modality:
+            raise LdctError(
+                f"modality {other} inside a {modality} series ({chosen.uid or 'no SeriesInstanceUID'}): "
+                "slices of different modalities cannot be stacked",
+                f,
+            )
     warnings: list[str] = []
     scouts = [
         (f, ds) for f, ds in members if "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]
@@ -196,13 +248,18 @@ def read_dicom(
         spacing_z = geo.spacing_z or thickness or 1.0
     else:
         geo = None
-        spacing_z = thickness or _float(first.get("SpacingBetweenSlices")) or 1.0
+        between = _float(first.get("SpacingBetweenSlices"))
+        spacing_z = (
+            thickness or (between if between and math.isfinite(between) and between > 0 else None) or 1.0
+        )
     pix = next((fr.pixel_spacing for fr in frames if fr.pixel_spacing), None)
     if pix is None:
         warnings.append("no PixelSpacing; assumed 1 mm")
         pix = (1.0, 1.0)
 
     data, padded = _decode(frames, is_ct=modality in ("CT", ""))
+    if modality in ("CT", ""):
+        _check_ct_range(data, frames)
     meta = _metadata(chosen, frames, modality)
     meta.update(
         source_format="dicom",
@@ -268,12 +325,29 @@ def _decode(frames: list[_Frame], *, is_ct: bool) -> tuple[np.ndarray, int]:
     return out, pad_total
 
 
+def _check_ct_range(data: np.ndarray, frames: list[_Frame]) -> None:
+    """CT values outside ``HU_RANGE`` mean the header misdescribes the pixels (PixelRepresentation,
+    RescaleSlope/Intercept): refuse, naming the first such slice's file and its rescale."""
+    lo, hi = data.min(axis=(1, 2)), data.max(axis=(1, 2))
+    bad = np.flatnonzero((lo < HU_RANGE[0]) | (hi > HU_RANGE[1]))
+    if len(bad):
+        k = int(bad[0])
+        fr = frames[k]
+        raise LdctError(
+            f"values range from {float(lo[k]):.6g} to {float(hi[k]):.6g}, impossible for CT in HU (expected "
+            f"{HU_RANGE[0]:g} .. {HU_RANGE[1]:g}) with RescaleSlope {fr.slope:g}, RescaleIntercept "
+            f"{fr.intercept:g}, PixelRepresentation {fr.ds.get('PixelRepresentation', '?')}: the header does not "
+            "describe the pixel data",
+            fr.file,
+        )
+
+
 def _gantry_tilt(ds: Dataset) -> float | None:
     v = _float(ds.get("GantryDetectorTilt"))
     if v is None:
         it = _fg(ds, 0, "CTAcquisitionDetailsSequence")
         v = _float(it.get("GantryDetectorTilt")) if it is not None else None
-    return v
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _mean_of(frames: list[_Frame], classic: str, seq: str, enhanced: str) -> float | None:
@@ -329,5 +403,5 @@ def _metadata(chosen: dicom_scan.SeriesInfo, frames: list[_Frame], modality: str
         "sop_class_uid": s("SOPClassUID")
         or str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
         or None,
-        "multiframe": int(ds.get("NumberOfFrames", 1) or 1) > 1,
+        "multiframe": (int_tag(ds, "NumberOfFrames", frames[0].file, 1) or 1) > 1,
     }

@@ -8,6 +8,7 @@ folder; files that are DICOM but broken raise :class:`LdctError` naming the file
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from ldct.errors import LdctError
+from ldct.io.limits import MAX_SCAN_FILES, PSEUDO_FILESYSTEMS, check_regular_file, regular_file_size
 
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 _MARKER_TAGS = ("SOPClassUID", "Modality", "SeriesInstanceUID", "PixelData", "ImagePositionPatient", "Rows")
@@ -54,6 +56,7 @@ def check_readable(path: Path) -> None:
         raise LdctError("permission denied", path) from None
     except OSError as exc:
         raise LdctError(f"cannot access: {exc.strerror or exc}", path) from None
+    check_regular_file(path)  # before open(): a named pipe would block for ever
     if path.is_file():
         try:
             with open(path, "rb"):
@@ -68,25 +71,53 @@ def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     if not items:
         raise LdctError("no input files given")
     files: list[Path] = []
+    special: list[str] = []
     for item in items:
         p = Path(item)
         check_readable(p)
         if p.is_dir():
             found = []
             seen: set[str] = set()
+            empty = 0
             for root, dirs, names in os.walk(p, onerror=_walk_error, followlinks=True):
                 real = os.path.realpath(root)
-                if real in seen:  # a link loop
+                if real in seen or (real + "/").startswith(PSEUDO_FILESYSTEMS):  # a link loop, or to /proc
                     dirs[:] = []
+                    if real not in seen:
+                        special.append(os.path.basename(root))
                     continue
                 seen.add(real)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+                for n in sorted(names):
+                    if n.startswith("."):
+                        continue
+                    size = regular_file_size(Path(root) / n)
+                    if size is None:  # pipe, socket, device, broken link, link loop: never opened
+                        special.append(n)
+                    elif size == 0:  # not DICOM; never opened (a /proc file may block on read)
+                        empty += 1
+                    else:
+                        found.append(Path(root) / n)
+                if len(found) > MAX_SCAN_FILES:
+                    raise LdctError(
+                        f"more than {MAX_SCAN_FILES} files under this folder (searched recursively, links "
+                        "followed): give the folder of one series",
+                        p,
+                    )
             if not found:
-                raise LdctError("folder is empty (no files found, searched recursively)", p)
+                what = f"only {empty} empty files" if empty else "no files"
+                raise LdctError(f"folder is empty ({what} found, searched recursively)", p)
             files.extend(found)
         else:
             files.append(p)
+    if special:
+        shown = ", ".join(special[:3]) + (", ..." if len(special) > 3 else "")
+        warnings.warn(
+            f"{len(special)} {'entry' if len(special) == 1 else 'entries'} that are not a regular file (named "
+            f"pipe, socket, device, broken or looping link) skipped: {shown}",
+            UserWarning,
+            stacklevel=2,
+        )
     return files
 
 
@@ -177,14 +208,14 @@ def scan_series(inputs: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
             no_pixels.extend(f for f, _ in members)
             continue
         first = members[0][1]
-        num = first.get("SeriesNumber", None)
+        num = _series_number(first, members[0][0])
         series.append(
             SeriesInfo(
                 index=-1,
                 uid=uid,
                 modality=str(first.get("Modality", "") or ""),
                 description=str(first.get("SeriesDescription", "") or ""),
-                number=int(num) if num not in (None, "") else None,
+                number=num,
                 files=[f for f, _ in members],
                 datasets=[ds for _, ds in members],
             )
@@ -198,6 +229,16 @@ def scan_series(inputs: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
     for i, s in enumerate(series):
         s.index = i
     return series
+
+
+def _series_number(ds: Dataset, path: Path) -> int | None:
+    num = ds.get("SeriesNumber", None)
+    if num in (None, ""):
+        return None
+    try:
+        return int(num)
+    except (TypeError, ValueError):
+        raise LdctError(f"SeriesNumber {str(num)!r} is not an integer (corrupt header)", path) from None
 
 
 def _has_pixels(ds: Dataset) -> bool:

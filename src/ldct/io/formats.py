@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ldct.errors import LdctError
-from ldct.io.arrays import RAW_SUFFIXES, read_npy, read_npz, read_raw, write_npy, write_npz
+from ldct.io.arrays import RAW_SUFFIXES, check_raw_options, read_npy, read_npz, read_raw, write_npy, write_npz
 from ldct.io.dicom_scan import SeriesInfo, check_readable, scan_series
+from ldct.io.limits import check_hu_values, check_not_empty
 from ldct.io.nifti import is_nifti, read_nifti, write_nifti
 from ldct.io.photo import PHOTO_SUFFIXES, read_image, write_tiff
 from ldct.volume import Volume
@@ -66,15 +67,19 @@ def read_volume(
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vol = _read_volume(
-            path,
-            series=series,
-            raw_shape=raw_shape,
-            raw_dtype=raw_dtype,
-            raw_offset=raw_offset,
-            raw_spacing=raw_spacing,
-            require_ct=require_ct,
-        )
+        try:
+            vol = _read_volume(
+                path,
+                series=series,
+                raw_shape=raw_shape,
+                raw_dtype=raw_dtype,
+                raw_offset=raw_offset,
+                raw_spacing=raw_spacing,
+                require_ct=require_ct,
+            )
+        except MemoryError:
+            where = path if isinstance(path, (str, Path)) else next(iter(path), None)
+            raise LdctError("not enough memory to read this scan", where) from None
     notes = list(
         dict.fromkeys(
             " ".join(str(w.message).split())[:200] for w in caught if issubclass(w.category, UserWarning)
@@ -110,12 +115,15 @@ def _read_volume(
 
         return _finish(read_dicom(paths, series=series, require_ct=require_ct), paths[0], raw_spacing=None)
     p = Path(path)
-    check_readable(p)
+    check_readable(p)  # also refuses named pipes and devices before anything opens them
+    check_raw_options(p, raw_shape, raw_dtype, raw_spacing)  # option mistakes before reading
     kind = _kind(p, raw_shape)
     if p.is_dir():
         if kind != "dicom" and p.suffix:
             raise LdctError(f"is a directory, expected a {p.suffix} file", p)
         kind = "dicom"
+    else:
+        check_not_empty(p)
     if kind == "dicom":
         from ldct.io.dicom_read import read_dicom
 
@@ -145,13 +153,14 @@ def _finish(vol: Volume, where: Path, *, raw_spacing: tuple[float, float, float]
     if vol.data.size == 0:
         raise LdctError("image is empty", where)
     if raw_spacing is not None:
-        spacing = tuple(float(s) for s in raw_spacing)
-        if len(spacing) != 3 or min(spacing) <= 0:
-            raise LdctError(f"spacing {raw_spacing} must be three positive numbers (z, y, x mm)")
+        from ldct.io.limits import check_spacing
+
+        spacing = check_spacing(raw_spacing, 3, "--raw-spacing", where)
         vol.spacing = spacing  # type: ignore[assignment]
         vol.positions = np.asarray([[0.0, 0.0, k * spacing[0]] for k in range(vol.data.shape[0])])
         vol.meta["warnings"] = [w for w in vol.meta.get("warnings", []) if "spacing" not in w]
     if vol.is_hu and vol.meta.get("modality") in ("CT", None):
+        check_hu_values(vol.data, where)  # impossible HU (a wrong header or dtype), or a mask given as HU
         lo = float(vol.data.min())
         if lo > -500 and vol.meta.get("source_format") in ("dicom", "nifti", "raw"):
             vol.meta["warnings"].append(
@@ -175,11 +184,15 @@ def write_volume(
     overwrite: bool = False,
     window: Window | str | None = None,
     slice_index: int | None = None,
+    series_number: int | None = None,
+    compress: bool | None = None,
 ) -> Path:
     """Write ``vol``; the format comes from the path.
 
     - a folder (no suffix, or an existing directory): DICOM CT series derived from ``source`` (or from
-      ``vol.headers``), new Series/SOP Instance UIDs, ``description`` in SeriesDescription;
+      ``vol.headers``), new Series/SOP Instance UIDs, ``description`` in SeriesDescription,
+      ``series_number`` (None: the source's + 1000), lossless compression when the source was
+      compressed or ``compress`` is True (see :func:`ldct.io.dicom_write.build_series`);
     - ``.nii``/``.nii.gz`` (affine from the geometry), ``.npy`` (float32 voxels), ``.npz`` (voxels +
       geometry), ``.tif`` (float32 stack);
     - ``.png``/``.jpg``: 8-bit preview of slice ``slice_index`` (default middle) through ``window``
@@ -212,4 +225,5 @@ def write_volume(
         raise LdctError(
             f"unknown output format {suf!r}: use a folder (DICOM), .nii.gz, .npy, .npz, .png or .tif", p
         )
-    return write_dicom_series(vol, p, source=source, description=description, overwrite=overwrite)
+    return write_dicom_series(vol, p, source=source, description=description, overwrite=overwrite,
+                              series_number=series_number, compress=compress)

@@ -16,6 +16,7 @@ import numpy as np
 from ldct.atomic import atomic_file
 from ldct.errors import LdctError
 from ldct.io.geometry import analyse_stack
+from ldct.io.limits import check_expansion, check_orientation, check_shape, check_stored
 from ldct.volume import Volume
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -32,8 +33,15 @@ def read_nifti(path: str | Path) -> Volume:
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path))  # the header only: sizes are checked before the voxels are read
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise LdctError(f"cannot read NIfTI file (corrupt or truncated?): {text}", path) from None
+    _check_header(img, path)
+    try:
         data = np.asarray(img.get_fdata(dtype=np.float32))
+    except MemoryError:
+        raise
     except Exception as exc:
         text = " ".join(str(exc).split())[:200]
         raise LdctError(f"cannot read NIfTI file (corrupt or truncated?): {text}", path) from None
@@ -44,11 +52,15 @@ def read_nifti(path: str | Path) -> Volume:
     if data.ndim != 3:
         raise LdctError(f"NIfTI image has shape {data.shape}; ldct reads 3-D volumes only", path)
     aff_lps = LPS_FROM_RAS @ np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(aff_lps)):
+        raise LdctError("NIfTI affine (sform/qform) holds NaN or Inf: the voxel geometry is undefined", path)
     cols = aff_lps[:3, :3]
     sx, sy, sz = (float(np.linalg.norm(cols[:, i])) for i in range(3))
     if min(sx, sy, sz) <= 0:
         raise LdctError("NIfTI affine has a zero-length axis", path)
-    orientation = tuple(np.concatenate([cols[:, 0] / sx, cols[:, 1] / sy]).tolist())
+    orientation = check_orientation(
+        np.concatenate([cols[:, 0] / sx, cols[:, 1] / sy]), "NIfTI affine (i, j axes)", path
+    )
     nz = data.shape[2]
     positions = aff_lps[:3, 3][None, :] + np.arange(nz)[:, None] * cols[:, 2][None, :]
     vol_data = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
@@ -73,6 +85,31 @@ def read_nifti(path: str | Path) -> Volume:
         is_hu=True,
         meta=meta,
     )
+
+
+def _check_header(img, path: Path) -> None:
+    """Dimensions, data type and size the header declares, against caps and the file, before reading."""
+    dims = [int(d) for d in img.shape]
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) == 2:
+        dims.append(1)
+    if len(dims) != 3:
+        raise LdctError(f"NIfTI image has shape {tuple(dims)}; ldct reads 3-D volumes only", path)
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf" or dtype.fields:
+        raise LdctError(f"NIfTI voxels of type {dtype} are not real numbers (HU)", path)
+    i, j, k = dims
+    shown = f"{i} x {j} x {k} {dtype} voxels"
+    nbytes = i * j * k * dtype.itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        check_shape((k, j, i), path, what="NIfTI image", claimed=True)
+        check_expansion(nbytes, size, path, f"NIfTI image ({shown})")
+    else:
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)
+        check_stored(offset + nbytes, size, path, f"the NIfTI header ({shown})")
+        check_shape((k, j, i), path, what="NIfTI image", claimed=False)
 
 
 def _stem(path: Path) -> str:

@@ -9,12 +9,17 @@ or float TIFF, which is how CT slices are exported as TIFF (ldct writes float32 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ldct.atomic import atomic_file
 from ldct.errors import LdctError
+from ldct.io.limits import check_expansion, check_shape
 from ldct.volume import Volume
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -56,7 +61,18 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, bool]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # ldct's own, lower cap is checked below, before decoding
+        try:
+            opened = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+        with opened as im:
+            w, h = im.size
+            check_shape((h, w), path, what="image", photo=True)
+            sample = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+            per_pixel = len(im.getbands()) * sample
+            check_expansion(w * h * per_pixel, path.stat().st_size, path, f"image ({w} x {h})")
             im.load()
             mode = im.mode
             if mode == "1":
@@ -73,15 +89,44 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, bool]:
         raise LdctError(f"cannot read image (corrupt or truncated?): {exc}", path) from None
 
 
+@contextlib.contextmanager
+def _tifffile_log_as_warnings() -> Iterator[None]:
+    """tifffile logs what it finds odd to stderr; turn it into warnings (``vol.meta["warnings"]``)."""
+    logger = logging.getLogger("tifffile")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+        for r in records[:5]:
+            warnings.warn(f"tifffile: {r.getMessage()}", UserWarning, stacklevel=3)
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
     """(z, y, x) / (y, x) pages, or (..., c) colour, and whether they are colour."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _tifffile_log_as_warnings(), tifffile.TiffFile(path) as tf:
             series = tf.series[0]
             axes = series.axes
+            shape = tuple(int(v) for v in series.shape)
+            if "Y" in axes and "X" in axes:  # sizes against caps and the file before decoding
+                y, x = shape[axes.index("Y")], shape[axes.index("X")]
+                check_shape((y, x), path, what="image", photo=True)
+            nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
+            check_expansion(nbytes, path.stat().st_size, path, f"TIFF ({' x '.join(map(str, shape))})")
             arr = np.asarray(series.asarray())
+    except LdctError:
+        raise
+    except MemoryError:
+        raise
     except Exception as exc:
         raise LdctError(
             f"cannot read TIFF (corrupt or truncated?): {' '.join(str(exc).split())[:160]}", path

@@ -1,11 +1,16 @@
-"""A JSON-ready summary of a :class:`Volume` (what ``ldct info`` shows)."""
+"""JSON-ready summaries for ``ldct info``: of one :class:`Volume` (:func:`volume_summary`), and of every
+DICOM series in a study folder from their headers alone (:func:`series_summaries`)."""
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ldct.io.dicom_scan import SeriesInfo
 from ldct.volume import Volume
 
 _META_KEYS = (
@@ -72,4 +77,90 @@ def volume_summary(vol: Volume) -> dict[str, Any]:
     out["warnings"] = list(vol.meta.get("warnings", []))
     if vol.meta.get("other_series"):
         out["other_series"] = list(vol.meta["other_series"])
+    return out
+
+
+def _nums(v: Any) -> list[float] | None:
+    """Finite numbers of a header value (one or several), None when absent or not numbers."""
+    if v is None or v == "":
+        return None
+    try:
+        vals = [float(x) for x in ([v] if isinstance(v, (str, bytes, int, float)) else list(v))]
+    except (TypeError, ValueError):
+        return None
+    return vals if vals and all(math.isfinite(x) for x in vals) else None
+
+
+def _first_item(ds: Any, *seqs: str) -> Any:
+    """The first item of a nested functional-group sequence path (Enhanced CT), else None."""
+    for seq in seqs:
+        value = ds.get(seq) if ds is not None else None
+        if not value:
+            return None
+        ds = value[0]
+    return ds
+
+
+def _text(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return "/".join(str(x) for x in v) if not isinstance(v, (str, bytes, int, float)) else str(v)
+
+
+def _slice_spacing(s: SeriesInfo) -> float | None:
+    """Median distance between neighbouring slice positions along the slice normal (headers only)."""
+    from ldct.io.dicom_attrs import frame_positions, is_enhanced
+
+    first = s.datasets[0]
+    shared = _first_item(first, "SharedFunctionalGroupsSequence", "PlaneOrientationSequence")
+    ori = _nums(first.get("ImageOrientationPatient")) or _nums(shared.get("ImageOrientationPatient") if shared else None)
+    if ori is None or len(ori) != 6:
+        return None
+    normal = np.cross(ori[:3], ori[3:])
+    pos: list[np.ndarray] = []
+    for ds in s.datasets:
+        if is_enhanced(ds):
+            pos.extend(p for p in frame_positions(ds) if p is not None)
+        else:
+            p = _nums(ds.get("ImagePositionPatient"))
+            if p is not None and len(p) == 3:
+                pos.append(np.asarray(p))
+    z = np.unique(np.round([float(np.dot(p, normal)) for p in pos], 4))
+    return float(np.median(np.diff(z))) if len(z) > 1 else None
+
+
+def series_summaries(series: list[SeriesInfo], root: str | Path | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready dict per series, from the headers already read (no pixel data): ``index`` (what
+    ``--series`` takes), ``series_number``, ``series_uid``, ``description``, ``modality``, ``image_type``,
+    ``kernel``, ``slices``, ``size`` [rows, columns], ``spacing_mm`` [z, y, x] (z from the slice positions,
+    None when unknown), ``patient_id`` and ``folder`` (the series' folder, relative to ``root``)."""
+    out = []
+    for s in series:
+        ds = s.datasets[0]
+        measures = _first_item(ds, "SharedFunctionalGroupsSequence", "PixelMeasuresSequence")
+        px = _nums(ds.get("PixelSpacing")) or _nums(measures.get("PixelSpacing") if measures else None)
+        recon = _first_item(ds, "SharedFunctionalGroupsSequence", "CTReconstructionSequence")
+        kernel = _text(ds.get("ConvolutionKernel")) or _text(recon.get("ConvolutionKernel") if recon else None)
+        frames = sum(int(_nums(d.get("NumberOfFrames"))[0]) if _nums(d.get("NumberOfFrames")) else 1
+                     for d in s.datasets)
+        image_type = ds.get("ImageType")
+        folder = os.path.commonpath([str(f.parent) for f in s.files])
+        if root is not None:
+            base = Path(root) if Path(root).is_dir() else Path(root).parent
+            rel = os.path.relpath(folder, base)
+            folder = rel if not rel.startswith("..") else folder
+        out.append({
+            "index": s.index,
+            "series_number": s.number,
+            "series_uid": s.uid or None,
+            "description": s.description or None,
+            "modality": s.modality or None,
+            "image_type": [str(t) for t in ([image_type] if isinstance(image_type, str) else image_type or [])],
+            "kernel": kernel,
+            "slices": frames,
+            "size": [int(v[0]) if (v := _nums(ds.get(k))) else None for k in ("Rows", "Columns")],
+            "spacing_mm": [_slice_spacing(s), *(px if px and len(px) == 2 else [None, None])],
+            "patient_id": _text(ds.get("PatientID")),
+            "folder": Path(folder).as_posix(),
+        })
     return out

@@ -7,12 +7,18 @@
   loss and validation curves, the checkpoint's validation metrics, and every evaluation folder inside
   it (``eval_*``). Without one, the latest sample grid the training wrote is shown and the notes say
   how to add an evaluation.
+
+Every file is read as untrusted: a truncated or corrupt file, a CSV without its ``method``/``dose``
+columns or with a non-numeric dose, JSON values of the wrong type, YAML aliases, or a checkpoint pointer
+that leads out of the run folder is one :class:`LdctError` naming the file. NaN metric values are
+legitimate (a metric that could not be measured) and are shown as a dash.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +46,64 @@ PLOT_METRICS = (("psnr_soft_tissue", "PSNR soft tissue (dB)"), ("ssim_soft_tissu
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON
         raise LdctError(f"unreadable ({exc})", path) from None
     return data if isinstance(data, dict) else {}
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+#: columns every per-slice / per-image CSV row has
+CSV_COLUMNS = ("method", "dose")
+
+
+def _read_csv(path: Path, required: tuple[str, ...] = CSV_COLUMNS) -> list[dict[str, Any]]:
+    """Rows of an evaluation CSV, numbers as floats (LdctError for a truncated or corrupt file)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LdctError(f"unreadable CSV ({exc})", path) from None
+    missing = [c for c in required if c not in columns]
+    if rows and missing:
+        raise LdctError(f"CSV lacks the column(s) {', '.join(missing)} (columns: {', '.join(columns)[:200]})", path)
+    for i, r in enumerate(rows):
+        if None in r or None in r.values():
+            raise LdctError(f"row {i + 2} does not have the header's {len(columns)} fields (a truncated or corrupt "
+                            "file)", path)
         for k, v in r.items():
             try:
                 r[k] = float(v) if k not in ("method", "patient_id", "kernel", "source", "patients") else v
             except (TypeError, ValueError):
                 pass
+        if "dose" in required and not (isinstance(r["dose"], float) and math.isfinite(r["dose"])):
+            raise LdctError(f"row {i + 2} has dose {r['dose']!r}, not a number", path)
     return rows
+
+
+def _check_summary(summary: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The types :func:`eval_tables` and the facts rely on (LdctError naming ``path`` otherwise)."""
+    def bad(key: str, want: str) -> LdctError:
+        return LdctError(f"{key} must be {want}, got {str(summary[key])[:80]}", path)
+
+    rows = summary.get("summary")
+    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        raise bad("summary", "a list of rows")
+    for key in ("doses", "data_range"):
+        v = summary.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(d, (int, float)) and not isinstance(d, bool)
+                                                              and math.isfinite(d) for d in v)):
+            raise bad(key, "a list of numbers")
+    for key in ("patients", "images", "warnings"):
+        if summary.get(key) is not None and not isinstance(summary[key], list):
+            raise bad(key, "a list")
+    if summary.get("windows") is not None and not isinstance(summary["windows"], dict):
+        raise bad("windows", "an object")
+    if summary.get("run_dir") is not None and not isinstance(summary["run_dir"], str):
+        raise bad("run_dir", "a folder name")
+    return summary
 
 
 def is_eval_dir(p: Path) -> bool:
@@ -81,7 +128,7 @@ def _dose(v: Any) -> str:
 
 def _int(v: Any) -> int | None:
     d = _num(v)
-    return int(d) if d is not None else None
+    return int(d) if d is not None and math.isfinite(d) else None
 
 
 PHOTO_COLUMNS = (("psnr", "PSNR dB", 1), ("psnr_gain", "gain dB", 1), ("ssim", "SSIM", 1), ("rmse", "RMSE", -1))
@@ -132,7 +179,7 @@ def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
 
 
 def _eval_into(data: ReportData, ev: Path, label: str = "") -> None:
-    summary = _read_json(ev / "summary.json")
+    summary = _check_summary(_read_json(ev / "summary.json"), ev / "summary.json")
     prefix = f"{label}: " if label else ""
     for t in eval_tables(summary):
         t.title = prefix + t.title
@@ -161,12 +208,14 @@ def _run_facts(data: ReportData, run: Path) -> None:
 
     cfg = run / "config.yaml"
     if cfg.is_file():
-        import yaml
+        from ldct.engine.config import parse_yaml
 
         try:
-            recipe = yaml.safe_load(cfg.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            recipe = parse_yaml(cfg.read_text(encoding="utf-8"), cfg) or {}
+        except (OSError, UnicodeDecodeError) as exc:
             raise LdctError(f"unreadable run config ({exc})", cfg) from None
+        if not (isinstance(recipe, dict) and all(isinstance(recipe.get(k) or {}, dict) for k in ("args", "train", "data"))):
+            raise LdctError("not a run config (a mapping with method, args, data and train)", cfg)
         args = recipe.get("args") or {}
         net = args.get("net") or args.get("G") or args.get("generator") or {}
         data.facts.append(("method", str(recipe.get("method"))))
@@ -184,15 +233,24 @@ def _run_facts(data: ReportData, run: Path) -> None:
         meta = _checkpoint_meta(run, which)
         if meta:
             data.facts.append((f"{which} checkpoint", f"step {meta.get('step')}"))
-    data.figures.extend(training_figures(read_history(run / "logs" / "csv" / "metrics.csv")))
+    history_csv = run / "logs" / "csv" / "metrics.csv"
+    try:
+        history = read_history(history_csv)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LdctError(f"unreadable training log ({exc})", history_csv) from None
+    data.figures.extend(training_figures(history))
 
 
 def _checkpoint_meta(run: Path, which: str) -> dict[str, Any]:
-    ptr = run / "checkpoints" / which
-    if not ptr.is_file():
+    from ldct.engine.checkpoint import pointer_target  # refuses pointers that lead out of checkpoints/
+
+    target = pointer_target(run / "checkpoints", which)
+    if target is None or not (target / "meta.json").is_file():
         return {}
-    meta = run / "checkpoints" / ptr.read_text().strip() / "meta.json"
-    return _read_json(meta) if meta.is_file() else {}
+    meta = _read_json(target / "meta.json")
+    if not isinstance(meta.get("metrics") or {}, dict):
+        raise LdctError("metrics must be an object", target / "meta.json")
+    return meta
 
 
 def validation_table(metrics: dict[str, Any], step: Any) -> MetricTable | None:
@@ -230,7 +288,7 @@ def collect(path: str | Path) -> ReportData:
         raise LdctError("not a folder: pass a training run folder or an evaluation folder", p)
     data = ReportData(title=f"ldct report: {p.resolve().name}", source=str(p.resolve()))
     if is_eval_dir(p):
-        run = _read_json(p / "summary.json").get("run_dir")
+        run = _check_summary(_read_json(p / "summary.json"), p / "summary.json").get("run_dir")
         _eval_into(data, p)
         if run and is_run_dir(Path(run)):
             _run_facts(data, Path(run))

@@ -27,6 +27,19 @@ from ldct.report.data import PANELS, Figure, MetricTable, ReportData, ViewerCase
 #: window of the difference panel (HU)
 DIFF_WINDOW = (-100.0, 100.0)
 
+#: characters that must not appear literally in JSON inside a <script> element: "<" would let a label
+#: such as "<!--<script>" or "</script>" change how the HTML parser reads the element; ">" and "&" for
+#: good measure, U+2028/2029 because older JavaScript parsers end lines there. JSON decodes them back.
+_JSON_IN_HTML = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_for_script(obj: object) -> str:
+    """``obj`` as compact JSON that is safe inside ``<script type="application/json">``."""
+    text = json.dumps(obj, separators=(",", ":"))
+    for ch, esc in _JSON_IN_HTML.items():
+        text = text.replace(ch, esc)
+    return text
+
 
 def _static(name: str) -> str:
     return (resources.files("ldct.report") / name).read_text(encoding="utf-8")
@@ -148,8 +161,7 @@ def render_html(data: ReportData, *, default_window: str = "soft") -> str:
         '<p class="note">No training logs or per-slice metrics to plot.</p>'
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
-    payload = json.dumps(viewer_payload(data.cases, default_window), separators=(",", ":"))
-    payload = payload.replace("</", "<\\/")  # never close the script element early
+    payload = json_for_script(viewer_payload(data.cases, default_window))
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -15,6 +15,8 @@ dose, the border filled with air (-1024 HU), so that one dose's slices stack.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +70,43 @@ def write_samples(samples: dict[float, list[dict[str, Any]]], path: str | Path, 
     return path
 
 
+#: most values a samples file may hold in all (about 1000 slices of 512 x 512), checked before reading
+MAX_SAMPLE_VALUES = 1 << 28
+
+
+def _npz_sizes(path: Path) -> int:
+    """Values held by the arrays of an ``.npz``, from their headers (nothing is decompressed beyond them)."""
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, _ = read(fh)
+            total += int(np.prod(shape, dtype=np.float64))
+    return total
+
+
 def read_samples(path: str | Path) -> list[ViewerCase]:
-    """Viewer cases (one per dose) from a ``samples.npz`` (LdctError if unreadable)."""
+    """Viewer cases (one per dose) from a ``samples.npz`` (LdctError if unreadable, corrupt or too large)."""
     path = Path(path)
     try:
+        if _npz_sizes(path) > MAX_SAMPLE_VALUES:
+            raise LdctError(f"samples file holds more than {MAX_SAMPLE_VALUES:,} values (not written by ldct)", path)
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise LdctError(f"unreadable samples file ({exc})", path) from None
-    model = str(data.get("model", "model"))
-    cases = []
-    for i, d in enumerate(np.atleast_1d(data.get("doses", np.zeros(0)))):
-        if f"d{i}_out" not in data:
-            continue
-        panels = {name: data[f"d{i}_{k}"].astype(np.float32) for k, name in _KEYS.items() if f"d{i}_{k}" in data}
-        labels = [str(s) for s in data.get(f"d{i}_labels", [])]
-        cases.append(ViewerCase(f"dose {float(d):g}", panels, slice_labels=labels,
-                                titles={"low_dose": f"low dose ({float(d):g})", "output": model}))
+    try:
+        model = str(data.get("model", "model"))
+        cases = []
+        for i, d in enumerate(np.atleast_1d(data.get("doses", np.zeros(0)))):
+            if f"d{i}_out" not in data:
+                continue
+            panels = {name: data[f"d{i}_{k}"].astype(np.float32) for k, name in _KEYS.items() if f"d{i}_{k}" in data}
+            labels = [str(s) for s in np.atleast_1d(data.get(f"d{i}_labels", []))]
+            cases.append(ViewerCase(f"dose {float(d):g}", panels, slice_labels=labels,
+                                    titles={"low_dose": f"low dose ({float(d):g})", "output": model}))
+    except (TypeError, ValueError) as exc:  # wrong dtypes or shapes: not what write_samples writes
+        raise LdctError(f"corrupt samples file ({str(exc)[:200]})", path) from None
     return cases

@@ -20,6 +20,7 @@ import ldct
 from ldct.atomic import atomic_dir
 from ldct.data.manifest import dose_key, write_manifest
 from ldct.errors import LdctError
+from ldct.io.dicom_attrs import derived_series_number, scale_dose_headers, scale_dose_meta
 from ldct.simulate.pipeline import simulate_doses
 from ldct.simulate.resample import downsample
 from ldct.volume import Volume
@@ -65,12 +66,13 @@ def simulate_volume(
     params.update(downsample=int(downsample_factor), downsample_method=downsample_method)
     lows: dict[float, Volume] = {}
     for d, data in res.low_dose.items():
-        ld = vol.with_data(data, simulated_dose=d)
         if downsample_factor > 1:
-            small = downsample(data, downsample_factor, downsample_method, channels_last=data.ndim == 4)
-            ld = vol.with_data(small, simulated_dose=d)
+            data = downsample(data, downsample_factor, downsample_method, channels_last=data.ndim == 4)
+        # the low dose states its own dose: tube current, mAs and CTDIvol x d (metadata and headers)
+        ld = vol.with_data(data, simulated_dose=d, **scale_dose_meta(vol.meta, d))
+        ld.headers = scale_dose_headers(vol.headers, d)
+        if downsample_factor > 1:
             ld.spacing = (vol.spacing[0], sy * downsample_factor, sx * downsample_factor)
-            ld.headers = None
             ld.positions = _shifted_positions(vol, downsample_factor)
         lows[d] = ld
     return SimulatedScan(normal_dose=vol, low_dose=lows, parameters=params, warnings=warns + res.warnings)
@@ -102,7 +104,8 @@ def _name(stem: str, fmt: str) -> str:
             "tif": f"{stem}.tif"}[fmt]
 
 
-def _write(v: Volume, path: Path, fmt: str, *, source: Volume, description: str) -> None:
+def _write(v: Volume, path: Path, fmt: str, *, source: Volume, description: str,
+           series_number: int | None = None) -> None:
     if fmt == "png":
         from PIL import Image
 
@@ -115,8 +118,26 @@ def _write(v: Volume, path: Path, fmt: str, *, source: Volume, description: str)
 
     if fmt == "dicom":
         path.mkdir()  # an existing (empty) folder is a DICOM target even with a dot in its name
-    write_volume(v, path, source=source if fmt == "dicom" and v.shape == source.shape else None,
-                 description=description)
+        # same slices (a super-resolution low dose only has fewer pixels): derived from the reference
+        same_slices = v.shape[0] == source.shape[0]
+        write_volume(v, path, source=source if same_slices else None, description=description,
+                     series_number=series_number)
+        return
+    write_volume(v, path, description=description)
+
+
+def series_numbers(nd: Volume, doses: list[float]) -> tuple[int, dict[float, int]]:
+    """SeriesNumbers of the reference and of each dose: distinct, derived from the source's number."""
+    base = nd.meta.get("series_number")
+    nd_number = derived_series_number(base, "nd")
+    used, out = {nd_number}, {}
+    for d in sorted(doses):
+        n = derived_series_number(base, "ld", d)
+        while n in used:  # two doses within 0.001 of each other
+            n += 1
+        used.add(n)
+        out[d] = n
+    return nd_number, out
 
 
 def write_simulation(scan: SimulatedScan, out: str | Path, *, source: str, overwrite: bool = False) -> Path:
@@ -134,14 +155,17 @@ def write_simulation(scan: SimulatedScan, out: str | Path, *, source: str, overw
     normal = nd.normal
     z_mm = [float(np.dot(p, normal)) for p in np.asarray(nd.positions)]
     mode = scan.parameters["mode"]
+    nd_number, ld_numbers = series_numbers(nd, list(scan.low_dose))
     with atomic_dir(out, overwrite=overwrite) as tmp:
         nd_name = _name("nd", fmt)
-        _write(nd, tmp / nd_name, fmt, source=nd, description="normal dose (reference for ldct simulation)")
+        _write(nd, tmp / nd_name, fmt, source=nd, description="ldct normal-dose reference",
+               series_number=nd_number)
         low, records = {}, []
         for d, ld in sorted(scan.low_dose.items()):
             key = dose_key(d)
             name = _name(f"ld_{key}", fmt)
-            _write(ld, tmp / name, fmt, source=nd, description=f"ldct simulated {100 * d:g}% dose ({mode})")
+            _write(ld, tmp / name, fmt, source=nd, description=f"ldct simulated {100 * d:g}% dose ({mode})",
+                   series_number=ld_numbers[d])
             low[key] = name
             for k in range(nd.shape[0]):
                 records.append({"patient_id": patient, "series_uid": meta.get("series_uid"), "slice_index": k,

@@ -1,0 +1,349 @@
+"""Which source attributes a derived CT series keeps, and how (used by :mod:`ldct.io.dicom_write`).
+
+- Patient, study, equipment and **de-identification** attributes are copied as they are.
+- Acquisition attributes that can change from slice to slice (tube current and exposure under tube
+  current modulation, CTDIvol, table height, acquisition time, window presets, ...) are copied from
+  **each slice's own** source header, never averaged over the series. An Enhanced CT source stores them
+  per frame in functional groups; they are mapped back to the classic attributes.
+- A simulated low-dose volume states its own dose: :func:`scale_dose_headers` scales tube current,
+  exposure (mAs) and CTDIvol of every slice by the dose fraction (and adds the microampere /
+  microampere-second attributes so no precision is lost to the integer VRs).
+- Every derived series gets its own SeriesNumber (:func:`derived_series_number`) and a
+  SeriesDescription that fits the 64 characters of the LO VR at word boundaries
+  (:func:`series_description`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+#: attributes copied from the slice's source header when present (patient, study, de-identification,
+#: equipment, frame of reference, contrast, lossy-compression history)
+COPY_TAGS = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "LongitudinalTemporalInformationModified",
+    "ClinicalTrialSponsorName",
+    "ClinicalTrialProtocolID",
+    "ClinicalTrialProtocolName",
+    "ClinicalTrialSiteID",
+    "ClinicalTrialSiteName",
+    "ClinicalTrialSubjectID",
+    "ClinicalTrialSubjectReadingID",
+    "ClinicalTrialTimePointID",
+    "ClinicalTrialCoordinatingCenterName",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "DeviceSerialNumber",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "PatientPosition",
+    "BodyPartExamined",
+    "ProtocolName",
+    "ContrastBolusAgent",
+    "ContrastBolusVolume",
+    "ContrastBolusStartTime",
+    "ContrastBolusStopTime",
+    "ContrastBolusTotalDose",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+)
+
+#: acquisition / reconstruction attributes of one slice (classic CT Image module keywords)
+SLICE_TAGS = (
+    "AcquisitionNumber",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "AcquisitionDateTime",
+    "IrradiationEventUID",
+    "ReferencedImageSequence",
+    "KVP",
+    "ScanOptions",
+    "DataCollectionDiameter",
+    "DataCollectionCenterPatient",
+    "ReconstructionDiameter",
+    "ReconstructionTargetCenterPatient",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+    "GantryDetectorTilt",
+    "TableHeight",
+    "TablePosition",
+    "RotationDirection",
+    "ExposureTime",
+    "XRayTubeCurrent",
+    "XRayTubeCurrentInuA",
+    "Exposure",
+    "ExposureInuAs",
+    "FilterType",
+    "GeneratorPower",
+    "FocalSpots",
+    "ConvolutionKernel",
+    "ReconstructionAlgorithm",
+    "RevolutionTime",
+    "SingleCollimationWidth",
+    "TotalCollimationWidth",
+    "TableSpeed",
+    "TableFeedPerRotation",
+    "SpiralPitchFactor",
+    "ExposureModulationType",
+    "CTDIvol",
+    "CTDIPhantomTypeCodeSequence",
+    "DateOfLastCalibration",
+    "TimeOfLastCalibration",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "VOILUTFunction",
+)
+
+#: Enhanced CT functional groups holding per-frame acquisition attributes (classic keywords inside,
+#: except the renamed ones in _ENHANCED_RENAMED)
+_ENHANCED_GROUPS = (
+    "CTAcquisitionTypeSequence",
+    "CTAcquisitionDetailsSequence",
+    "CTTableDynamicsSequence",
+    "CTPositionSequence",
+    "CTGeometrySequence",
+    "CTReconstructionSequence",
+    "CTExposureSequence",
+    "CTXRayDetailsSequence",
+    "FrameVOILUTSequence",
+)
+_ENHANCED_RENAMED = {"ExposureTimeInms": "ExposureTime"}
+
+#: SeriesNumber offsets added to the source's number, one per kind of derived series
+SERIES_OFFSETS = {"derived": 1000, "nd": 2000, "ld": 3000, "denoised": 5000}
+
+#: longest SeriesDescription (LO VR)
+DESCRIPTION_MAX = 64
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _ds(v: float) -> str:
+    """A DS string (at most 16 characters)."""
+    s = repr(float(v)).removesuffix(".0")
+    digits = 16
+    while len(s) > 16 and digits > 1:
+        digits -= 1
+        s = f"{float(v):.{digits}g}"
+    return s
+
+
+def _item(ds: Dataset, seq: str) -> Dataset | None:
+    if seq in ds and ds[seq].value is not None and len(ds[seq].value):
+        return ds[seq].value[0]
+    return None
+
+
+def is_enhanced(ds: Dataset) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+def frame_positions(ds: Dataset) -> list[np.ndarray | None]:
+    """ImagePositionPatient of each frame of an Enhanced CT object (None where absent)."""
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    out: list[np.ndarray | None] = []
+    for f in range(int(ds.get("NumberOfFrames", len(per)) or len(per) or 1)):
+        it = _item(per[f], "PlanePositionSequence") if f < len(per) else None
+        if it is None and shared is not None:
+            it = _item(shared, "PlanePositionSequence")
+        pos = it.get("ImagePositionPatient") if it is not None else None
+        out.append(np.asarray([float(x) for x in pos]) if pos is not None and len(pos) == 3 else None)
+    return out
+
+
+def _group_item(ds: Dataset, frame: int, seq: str) -> Dataset | None:
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and frame < len(per):
+        it = _item(per[frame], seq)
+        if it is not None:
+            return it
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    return _item(shared, seq) if shared is not None else None
+
+
+def copy_slice_attributes(out: Dataset, hdr: Dataset, frame: int | None) -> None:
+    """Copy ``hdr``'s acquisition attributes of one slice (``frame`` of an Enhanced CT) into ``out``."""
+    for tag in SLICE_TAGS:
+        if tag in hdr and hdr[tag].value is not None:
+            out[tag] = copy.deepcopy(hdr[tag])
+    if frame is None or not is_enhanced(hdr):
+        return
+    for seq in _ENHANCED_GROUPS:
+        it = _group_item(hdr, frame, seq)
+        if it is None:
+            continue
+        for elem in it:
+            kw = _ENHANCED_RENAMED.get(elem.keyword, elem.keyword)
+            if kw in SLICE_TAGS and elem.value is not None and elem.value != "":
+                if kw == "ExposureTime":
+                    t = _finite(elem.value)
+                    if t is not None:
+                        out.ExposureTime = round(t)
+                else:
+                    out[kw] = copy.deepcopy(elem)
+        if seq == "CTExposureSequence":
+            ma, mas = _finite(it.get("XRayTubeCurrentInmA")), _finite(it.get("ExposureInmAs"))
+            if ma is not None:
+                out.XRayTubeCurrent = round(ma)
+                out.XRayTubeCurrentInuA = _ds(ma * 1000.0)
+            if mas is not None:
+                out.Exposure = round(mas)
+                out.ExposureInuAs = round(mas * 1000.0)
+
+
+def _scale_classic(ds: Dataset, f: float) -> None:
+    ma, ua = _finite(ds.get("XRayTubeCurrent")), _finite(ds.get("XRayTubeCurrentInuA"))
+    if ua is None and ma is not None:
+        ua = ma * 1000.0
+    if ma is not None:
+        ds.XRayTubeCurrent = round(ma * f)
+    if ua is not None:
+        ds.XRayTubeCurrentInuA = _ds(ua * f)
+    mas, uas = _finite(ds.get("Exposure")), _finite(ds.get("ExposureInuAs"))
+    if uas is None and mas is not None:
+        uas = mas * 1000.0
+    if mas is not None:
+        ds.Exposure = round(mas * f)
+    if uas is not None:
+        ds.ExposureInuAs = round(uas * f)
+    ctdi = _finite(ds.get("CTDIvol"))
+    if ctdi is not None:
+        ds.CTDIvol = ctdi * f
+
+
+def _scale_exposure_item(it: Dataset, f: float) -> None:
+    for kw in ("XRayTubeCurrentInmA", "ExposureInmAs", "CTDIvol"):
+        v = _finite(it.get(kw))
+        if v is not None:
+            setattr(it, kw, v * f)
+
+
+def scale_dose_headers(headers: list[Dataset] | None, dose: float) -> list[Dataset] | None:
+    """Copies of per-slice headers whose tube current, exposure (mAs) and CTDIvol are scaled by ``dose``.
+
+    The source headers are left untouched; a header shared by several slices (Enhanced CT frames)
+    stays shared in the copy. Exposure time is unchanged (a lower dose is a lower tube current).
+    """
+    if not headers:
+        return headers
+    copies: dict[int, Dataset] = {}
+    for h in headers:
+        if id(h) in copies:
+            continue
+        c = copy.deepcopy(h)
+        _scale_classic(c, dose)
+        groups = [it for it in (c.get("PerFrameFunctionalGroupsSequence") or [])]
+        shared = _item(c, "SharedFunctionalGroupsSequence")
+        for g in groups + ([shared] if shared is not None else []):
+            for it in g.get("CTExposureSequence") or []:
+                _scale_exposure_item(it, dose)
+        copies[id(h)] = c
+    return [copies[id(h)] for h in headers]
+
+
+def scale_dose_meta(meta: dict[str, Any], dose: float) -> dict[str, Any]:
+    """The volume metadata's tube current, exposure and CTDIvol scaled by ``dose`` (absent ones left out)."""
+    out = {}
+    for key in ("tube_current_ma", "exposure_mas", "ctdivol"):
+        v = _finite(meta.get(key))
+        if v is not None:
+            out[key] = v * dose
+    return out
+
+
+def derived_series_number(source_number: Any, kind: str = "derived", dose: float | None = None) -> int:
+    """SeriesNumber of a derived series: the source's number plus an offset per kind of output.
+
+    ``derived`` (convert) +1000, ``nd`` (simulation reference) +2000, ``ld`` +3000 + 1000 x dose
+    (+3250 for 25 % dose), ``denoised`` +5000: the outputs of one run never share a number.
+    """
+    try:
+        base = int(float(source_number)) if source_number not in (None, "") else 0
+    except (TypeError, ValueError):
+        base = 0
+    if kind not in SERIES_OFFSETS:
+        raise ValueError(f"unknown series kind {kind!r}; known: {', '.join(SERIES_OFFSETS)}")
+    offset = SERIES_OFFSETS[kind]
+    if kind == "ld":
+        offset += round(1000.0 * float(dose if dose is not None else 1.0))
+    n = base + offset
+    return n if -(2**31) <= n < 2**31 else offset  # IS is a 32-bit signed integer
+
+
+def _clean(text: str) -> str:
+    """One line of LO-safe text: no backslash (the VM separator), no control characters, single spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).replace("\\", "/")
+    return " ".join(text.split())
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, parentheses kept balanced."""
+    if len(text) <= limit:
+        return text
+    for n in range(limit, 0, -1):
+        head = text[: n + 1]
+        cut = head.rsplit(" ", 1)[0] if " " in head else text[:n]
+        cut = cut.rstrip(" ,;:-/(")
+        opened = max(cut.count("(") - cut.count(")"), 0)
+        out = cut + ")" * opened
+        if cut and len(out) <= limit:
+            return out
+    return text[:limit]
+
+
+def series_description(what: str, source_description: str = "", limit: int = DESCRIPTION_MAX) -> str:
+    """``what`` followed by the source's description in parentheses, within ``limit`` characters.
+
+    What was done comes first and is kept whole when it fits; the source's description is shortened
+    at word boundaries (or left out) to make room. Nothing is cut mid-word unless a single word is
+    longer than the limit.
+    """
+    what, src = _clean(what), _clean(source_description)
+    if not src or src == what:
+        return _shorten(what, limit)
+    full = f"{what} ({src})"
+    if len(full) <= limit:
+        return full
+    room = limit - len(what) - 3
+    if room >= 4:
+        short = _shorten(src, room)
+        if len(short) >= 4 and len(short) <= room:
+            return f"{what} ({short})"
+    return _shorten(what, limit)
