@@ -98,22 +98,26 @@ def test_old_output_left_by_a_killed_overwrite_is_put_back(sample_dicom, tmp_pat
 
 
 def test_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    from ldct.atomic import _HOST
+
     out = tmp_path / "vol.npy"
     dead, live = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale_file = tmp_path / f".vol.npy.{dead}.abc.tmp.npy"
-        stale_dir = tmp_path / f".vol.npy.{dead}.xyz.tmp"
-        busy = tmp_path / f".vol.npy.{live.pid}.def.tmp.npy"
-        other = tmp_path / f".other.npy.{dead}.abc.tmp.npy"
+        stale_file = tmp_path / f".vol.npy.ldct-{_HOST}-{dead}.abc.tmp.npy"
+        stale_dir = tmp_path / f".series.ldct-{_HOST}-{dead}.xyz.tmp"
+        busy = tmp_path / f".vol.npy.ldct-{_HOST}-{live.pid}.def.tmp.npy"
+        other_host = tmp_path / f".vol.npy.ldct-otherhost-{dead}.abc.tmp.npy"  # a shared file system
+        users = tmp_path / f".vol.npy.{dead}.abc.tmp.npy"  # not ldct's naming: never touched
         stale_file.write_bytes(b"partial")
         stale_dir.mkdir()
         (stale_dir / "x.dcm").write_bytes(b"partial")
-        busy.write_bytes(b"being written")
-        other.write_bytes(b"not ours")
+        for p in (busy, other_host, users):
+            p.write_bytes(b"keep")
         with atomic_file(out) as tmp:
+            assert tmp.name.startswith(f".vol.npy.ldct-{_HOST}-{os.getpid()}.")
             np.save(tmp, np.zeros(3))
         assert not stale_file.exists() and not stale_dir.exists()
-        assert busy.exists() and other.exists()
+        assert busy.exists() and other_host.exists() and users.exists()
         assert np.load(out).shape == (3,)
     finally:
         live.kill()

@@ -7,8 +7,9 @@ output is removed. Inputs are never opened for writing.
 Replacing an existing directory (``--overwrite``) swaps old and new in one step on Linux
 (``renameat2(RENAME_EXCHANGE)``), so at no moment is the target missing. Elsewhere it takes two renames; a
 run killed between them leaves the old output as ``.NAME.old``, which the next write to NAME puts back
-before doing anything. Temporary siblings carry the writer's process id (``.NAME.<pid>.*.tmp``): the next
-write to NAME removes those whose process is gone, so a killed run leaves no debris for long.
+before doing anything. Temporary siblings carry the writer's host and process id
+(``.NAME.ldct-<host>-<pid>.*.tmp``): the first write of a process into a folder removes those of this host
+whose process is gone, so a killed run leaves no debris for long.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import errno
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,8 +29,15 @@ from pathlib import Path
 from ldct.errors import LdctError
 
 
-def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.{os.getpid()}."
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+#: temporaries are ``.NAME.ldct-<host>-<pid>.<random>.tmp[...]``: the writer is named unambiguously
+_STALE = re.compile(rf"^\..+\.ldct-{_HOST}-(\d+)\.[^.]*\.tmp")
+_cleaned: set[Path] = set()
+
+
+def tmp_prefix(path: Path) -> str:
+    """Name prefix of ldct's temporaries for ``path`` (writer's host and pid: see the module docstring)."""
+    return f".{path.name}.ldct-{_HOST}-{os.getpid()}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -41,28 +50,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_stale(path: Path) -> None:
-    """Undo what a killed writer of ``path`` left: restore ``.NAME.old``, remove dead writers' temporaries."""
-    parent = path.parent
-    if not parent.is_dir():
+def _clean_folder(parent: Path) -> None:
+    """Remove the temporaries that writers on this host left in ``parent`` when they were killed (their
+    process is gone). Once per folder and process: writers of many files into one folder pay one listing.
+    Other hosts' temporaries (a shared file system) are never touched."""
+    key = parent.resolve() if parent.exists() else parent
+    if key in _cleaned or not parent.is_dir():
         return
-    old = parent / f".{path.name}.old"
-    if old.is_dir() and not path.exists():
-        os.replace(old, path)  # killed between the two renames of a fallback overwrite: the old output is back
-    elif old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    stale = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\..*\.tmp")
+    _cleaned.add(key)
     try:
         siblings = list(parent.iterdir())
     except OSError:
         return
     for p in siblings:
-        m = stale.match(p.name)
+        m = _STALE.match(p.name)
         if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+
+
+def _restore_old(path: Path) -> None:
+    """A fallback overwrite killed between its two renames left only ``.NAME.old``: put it back."""
+    old = path.parent / f".{path.name}.old"
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+    elif old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 _RENAME_EXCHANGE = 2
@@ -117,9 +132,9 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     _check_target(path, overwrite)
-    _clean_stale(path)
+    _clean_folder(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path), suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
     except OSError as exc:
         raise LdctError(f"could not write output: {_os_reason(exc)}", path) from None
     os.close(fd)
@@ -144,14 +159,16 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     With ``overwrite`` an existing ``path`` is replaced only after the new one is complete.
     """
     path = Path(path)
-    _clean_stale(path)
+    if path.parent.is_dir():
+        _restore_old(path)
+        _clean_folder(path.parent)
     if path.exists() and not path.is_dir():
         raise LdctError("output exists and is not a directory", path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise LdctError("output directory is not empty (pass --overwrite to replace it)", path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
+        tmp_path = Path(tempfile.mkdtemp(prefix=tmp_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise LdctError(f"could not write output: {_os_reason(exc)}", path) from None
     try:
@@ -183,7 +200,7 @@ def check_writable(path: str | Path) -> None:
     if not base.is_dir():
         raise LdctError(f"{base} is not a folder", path)
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=base))
+        os.rmdir(tempfile.mkdtemp(prefix=tmp_prefix(path), suffix=".tmp", dir=base))
     except OSError as exc:
         raise LdctError(f"could not write output: {_os_reason(exc)}", path) from None
 

@@ -14,5 +14,6 @@ class LdctError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
     def __init__(self, message: str, path: str | Path | None = None):
+        self.message = message  # the problem without the path (callers that add context reuse it)
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)

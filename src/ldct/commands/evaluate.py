@@ -12,10 +12,12 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         model: Path = typer.Argument(..., help="Run folder (its best checkpoint), checkpoint folder, exported "
-                                               "model folder or weights .safetensors."),
+                                               "model folder, weights .safetensors or a bundled model name "
+                                               "(default)."),
         data: Path = typer.Option(..., "--data", help="Data to score on: CT scans (low dose simulated), a "
-                                                       "simulation manifest folder or full/low-dose folders; "
-                                                       "for a photo model a folder of PNG/JPG photographs."),
+                                                       "simulation manifest folder or real full/low-dose folders "
+                                                       "(scored on the real low dose); for a photo model a "
+                                                       "folder of PNG/JPG photographs."),
         out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/eval_<split>)."),
         doses: list[float] = typer.Option(None, "--doses", help="Dose levels (fractions of normal dose); "
                                                                 "repeatable. Default: the recipe's."),

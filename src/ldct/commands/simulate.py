@@ -4,7 +4,8 @@ With one input, one dose and ``.npy`` IN and OUT, OUT is the low-dose array (sam
 with ``--downsample``). Otherwise OUT is a folder with the normal-dose reference, one low-dose series per
 dose in the input's format, and ``manifest.json`` (see :mod:`ldct.data.manifest`). With several inputs
 each one gets its own such folder, ``OUT/<input name>/``; every input is read and checked before anything
-is simulated, and the outputs appear together at the end (a failure leaves OUT as it was). A folder of
+is simulated, and the outputs appear together at the end (a failure while simulating leaves OUT as it was;
+each OUT/<name> is then replaced in one step, one after the other). A folder of
 such outputs trains as one patient per input (``ldct train --data OUT``).
 """
 
@@ -275,7 +276,7 @@ def register(app: typer.Typer) -> None:
 
 def _write_several(srcs: list[str], names: list[str], out: Path, overwrite: bool, run, advance) -> list[Path]:
     """Simulate each input into a staging folder, then move every output to OUT/<name> at the end."""
-    from ldct.atomic import atomic_dir
+    from ldct.atomic import atomic_dir, tmp_prefix
     from ldct.simulate.scan import write_simulation
 
     def write_all(stage: Path) -> None:
@@ -290,7 +291,7 @@ def _write_several(srcs: list[str], names: list[str], out: Path, overwrite: bool
             write_all(stage)
     else:
         # staged inside OUT under a hidden name that a later write of OUT/<first name> cleans up if killed
-        stage = Path(tempfile.mkdtemp(prefix=f".{names[0]}.{os.getpid()}.", suffix=".tmp", dir=out))
+        stage = Path(tempfile.mkdtemp(prefix=tmp_prefix(out / names[0]), suffix=".tmp", dir=out))
         try:
             write_all(stage)
             for name in names:

@@ -49,10 +49,6 @@ _KERNEL = re.compile(r"(?<![A-Za-z])(sharp|smooth|soft|standard|bone|lung)(?![A-
 _ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.IGNORECASE)
 _LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|low|half|tenth)"
                         r"(?![A-Za-z])", re.IGNORECASE)
-#: PatientIDs that de-identification tools write for every patient: not an identity (the AAPM-Mayo DICOM
-#: say "Anonymous" for L096, L143 and L286 alike); the folder's well-known id or the study is used instead.
-_PLACEHOLDER_IDS = {"", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none", "n/a", "na", "0",
-                    "patient", "noid", "removed", "deidentified", "de-identified"}
 _DOSE_FROM_TOKEN = {"quarter": 0.25, "qd": 0.25, "half": 0.5, "tenth": 0.1}
 # what ldct's writers state about a derived series (ldct.simulate.scan -> ldct.io.dicom_write)
 _SIM_LD = re.compile(r"(?<![A-Za-z])simulated (\d+(?:\.\d+)?) ?% dose(?![A-Za-z])", re.IGNORECASE)
@@ -350,7 +346,7 @@ def _check_raw_sizes(files: list[Path], spec: dict[str, Any]) -> None:
 def _dicom_scans(files: list[Path], base: Path) -> list[Scan]:
     if not files:
         return []
-    from ldct.io.dicom_scan import read_header
+    from ldct.io.dicom_scan import patient_id_of, read_header
 
     groups: dict[tuple[str, str], list[tuple[Path, Any]]] = {}
     for f in files:
@@ -366,9 +362,7 @@ def _dicom_scans(files: list[Path], base: Path) -> list[Scan]:
         ds = members[0][1]
         folders = sorted({m[0].parent for m in members})
         rel_folder = folders[0].relative_to(base).as_posix() if folders[0] != base else base.name
-        pid = str(ds.get("PatientID", "") or "").strip()
-        if pid.lower().strip(" _-.") in _PLACEHOLDER_IDS:  # de-identified to one word for everyone
-            pid = ""
+        pid = patient_id_of(ds) or ""  # a de-identification placeholder ("Anonymous") is no identity
         study = str(ds.get("StudyInstanceUID", "") or "").strip()
         if not pid:
             m = _KNOWN_ID.search(rel_folder)

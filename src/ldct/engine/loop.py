@@ -459,7 +459,7 @@ class _Run:
             except LdctError as exc:  # disk full, quota, permissions: the last good checkpoint stays
                 last = ckpt.read_pointer(self.run_dir / "checkpoints", "last")
                 kept = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
-                reason = str(exc).split(": could not write output: ")[-1]
+                reason = exc.message.removeprefix("could not write output: ")
                 raise LdctError(f"could not save the checkpoint of step {self.step}: {reason}; {kept}; "
                                 "free some space and continue with --resume", self.run_dir) from exc
             if best:

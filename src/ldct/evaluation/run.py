@@ -75,9 +75,15 @@ def choose_part(found: list[str], *, split: str, run_dir: Path | None, recipe_sp
 
 
 def default_out_dir(out: str | Path | None, run_dir: Path | None, model_path: Path, split: str) -> Path:
-    """``out``, else ``RUN_DIR/eval_<split>`` (beside the weights for a lone model)."""
-    weights_dir = model_path if model_path.is_dir() else model_path.parent
-    return Path(out) if out else (run_dir or weights_dir) / f"eval_{split}"
+    """``out``, else ``RUN_DIR/eval_<split>``; for a lone model (a bundled or installed model, an exported
+    folder or a weights file) ``./eval_<model>_<split>``: never beside the weights, which may be read-only or
+    inside the installed package."""
+    if out:
+        return Path(out)
+    if run_dir is not None:
+        return run_dir / f"eval_{split}"
+    stem = model_path.name if model_path.is_dir() else model_path.stem
+    return Path.cwd() / f"eval_{stem}_{split}"
 
 
 def model_name(meta: dict[str, Any]) -> str:
@@ -114,7 +120,10 @@ def evaluate_run(
     data = Path(data)
     if not data.exists():
         raise LdctError("data not found (no such file or folder)", data)
-    model_path = Path(model_path)
+    from ldct.model_zoo import ModelInfo, find_model
+
+    found = find_model(str(model_path))  # a model name (bundled or user-installed) or a path
+    model_path = found.weights if isinstance(found, ModelInfo) else Path(model_path)
     method, meta = load_checkpoint(model_path, inference_only=True)
     run_dir = find_run_dir(model_path)
     from ldct.model_zoo import data_kind_of
@@ -131,8 +140,11 @@ def evaluate_run(
         raise LdctError("this holds photographs, but the model was trained on CT (Hounsfield units); evaluate a "
                         "model trained on photographs (ldct train pix2pix_photos)", data)
     changes: dict[str, Any] = {"dose_range": None}  # evaluation uses discrete dose levels
-    if ((meta.get("recipe") or {}).get("data") or {}).get("kind") == "unpaired":
+    trained_kind = ((meta.get("recipe") or {}).get("data") or {}).get("kind")
+    if trained_kind == "unpaired":
         changes.update(kind="auto", ld_root=None, nd_root=None)  # e.g. CycleGAN: scored on paired data
+    elif trained_kind in ("simulated", "paired_dirs", "manifest"):
+        changes["kind"] = "auto"  # the data given decides: real low dose when it holds some, else simulated
     if doses:
         changes["doses"] = [float(d) for d in doses]
     cfg = run_data_config(meta, data, model_path, **changes)

@@ -307,7 +307,7 @@ def derived_series_number(source_number: Any, kind: str = "derived", dose: float
     return n if -(2**31) <= n < 2**31 else offset  # IS is a 32-bit signed integer
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     """One line of LO-safe text: no backslash (the VM separator), no control characters, single spaces."""
     text = re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).replace("\\", "/")
     return " ".join(text.split())
@@ -335,7 +335,7 @@ def series_description(what: str, source_description: str = "", limit: int = DES
     at word boundaries (or left out) to make room. Nothing is cut mid-word unless a single word is
     longer than the limit.
     """
-    what, src = _clean(what), _clean(source_description)
+    what, src = clean_text(what), clean_text(source_description)
     if not src or src == what:
         return _shorten(what, limit)
     full = f"{what} ({src})"

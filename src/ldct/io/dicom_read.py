@@ -382,7 +382,7 @@ def _metadata(chosen: dicom_scan.SeriesInfo, frames: list[_Frame], modality: str
         it = _fg(ds, 0, "CTAcquisitionDetailsSequence")
         kvp = _float(it.get("KVP")) if it is not None else None
     return {
-        "patient_id": s("PatientID"),
+        "patient_id": dicom_scan.patient_id_of(ds),
         "study_uid": s("StudyInstanceUID"),
         "series_uid": chosen.uid or None,
         "series_description": s("SeriesDescription"),

@@ -241,6 +241,18 @@ def _series_number(ds: Dataset, path: Path) -> int | None:
         raise LdctError(f"SeriesNumber {str(num)!r} is not an integer (corrupt header)", path) from None
 
 
+#: PatientIDs that de-identification tools write for every patient alike: not an identity (the AAPM-Mayo
+#: DICOM say "Anonymous" for L096, L143 and L286).
+PLACEHOLDER_PATIENT_IDS = {"", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none", "n/a", "na",
+                           "0", "patient", "noid", "removed", "deidentified", "de-identified"}
+
+
+def patient_id_of(ds: Dataset) -> str | None:
+    """The header's PatientID, or None when it is missing or a de-identification placeholder."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    return None if pid.lower().strip(" _-.") in PLACEHOLDER_PATIENT_IDS else pid
+
+
 def _has_pixels(ds: Dataset) -> bool:
     return any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 

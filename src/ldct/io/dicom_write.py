@@ -40,12 +40,14 @@ from ldct.errors import LdctError
 from ldct.io.dicom_attrs import (
     COPY_TAGS,
     SLICE_TAGS,
+    clean_text,
     copy_slice_attributes,
     derived_series_number,
     frame_positions,
     is_enhanced,
     series_description,
 )
+from ldct.io.limits import check_orientation, check_spacing
 from ldct.volume import Volume
 
 __all__ = ["COPY_TAGS", "SLICE_TAGS", "WHOLE_SCAN_TAGS", "build_series", "check_output",
@@ -151,17 +153,10 @@ def _check_geometry(vol: Volume) -> None:
         raise LdctError(f"{len(pos)} slice positions for {nz} slices; cannot write DICOM", where)
     if not np.all(np.isfinite(pos)):
         raise LdctError("slice positions contain NaN or Inf; cannot write DICOM", where)
-    o = np.asarray(vol.orientation, dtype=np.float64)
-    if o.shape != (6,) or not np.all(np.isfinite(o)):
-        raise LdctError(f"orientation {tuple(vol.orientation)} is not 6 finite numbers; cannot write DICOM",
-                        where)
-    if min(np.linalg.norm(o[:3]), np.linalg.norm(o[3:]), np.linalg.norm(np.cross(o[:3], o[3:]))) < 1e-6:
-        raise LdctError(f"orientation {tuple(vol.orientation)} has no slice normal; cannot write DICOM",
-                        where)
-    sp = np.asarray(vol.spacing, dtype=np.float64)
-    if not (np.all(np.isfinite(sp)) and np.all(sp[1:] > 0)):
-        raise LdctError(f"voxel spacing {tuple(vol.spacing)} must be positive finite mm; cannot write DICOM",
-                        where)
+    check_orientation(vol.orientation, "orientation (cannot write DICOM)", where)
+    check_spacing(vol.spacing[1:], 2, "pixel spacing (cannot write DICOM)", where)
+    if not math.isfinite(float(vol.spacing[0])):
+        raise LdctError(f"slice spacing {vol.spacing[0]} is not finite; cannot write DICOM", where)
     t = vol.slice_thickness
     if t is not None and not (math.isfinite(float(t)) and float(t) >= 0):
         raise LdctError(f"slice thickness {t} is not a finite number of mm; cannot write DICOM", where)
@@ -184,7 +179,9 @@ def _slice_sources(
     out: list[tuple[Dataset, int | None]] = []
     for k, h in enumerate(hdrs):
         if is_enhanced(h):
-            fp = frames.setdefault(id(h), frame_positions(h))
+            fp = frames.get(id(h))
+            if fp is None:  # one parse per Enhanced dataset, not one per frame
+                fp = frames[id(h)] = frame_positions(h)
             zs = [float(p @ n) if p is not None else math.nan for p in fp]
             if not zs or all(math.isnan(v) for v in zs):
                 return None
@@ -283,8 +280,8 @@ def build_series(
     sv = [] if sv is None else [sv] if isinstance(sv, (str, bytes)) else list(sv)
     src_versions = [str(v).strip() for v in sv if str(v).strip()]
     derivation = (
-        f"{_clean_text(what)}; derived from series {meta.get('series_uid') or '(unknown)'}"
-        f"{' (' + _clean_text(src_desc) + ')' if src_desc else ''} by ldct {ldct.__version__}"
+        f"{clean_text(what)}; derived from series {meta.get('series_uid') or '(unknown)'}"
+        f"{' (' + clean_text(src_desc) + ')' if src_desc else ''} by ldct {ldct.__version__}"
     )[:1024]
     out = []
     for k in range(nz):
@@ -383,10 +380,6 @@ def build_series(
             fm.TransferSyntaxUID = out_ts
         out.append((f"IM{order[k] + 1:05d}.dcm", ds))
     return out
-
-
-def _clean_text(text: str) -> str:
-    return " ".join(str(text).replace("\\", "/").split())
 
 
 def _dose_from_meta(ds: Dataset, meta: dict[str, Any]) -> None:
