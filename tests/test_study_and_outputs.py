@@ -119,22 +119,24 @@ def test_ldct_series_without_manifest_and_the_word_ldct(outputs, tmp_path):
     assert [s.role for s in discover(plain.parent)] == [None]
 
 
-def test_npy_inputs_of_the_same_name(shared_data, tmp_path):
+@pytest.mark.parametrize("stem", ["ct", "ct.v2"])  # a dot in the name: the guessed id is still a guess
+def test_npy_inputs_of_the_same_name(shared_data, tmp_path, stem):
     raw = sorted((shared_data / "mayo_L067_fd_raw").glob("*.raw"))
     ins = []
     for k, p in enumerate(("P1", "P2", "P3")):
         hu = np.stack([np.fromfile(f, "<u2").reshape(512, 512)[128:384, 128:384].astype(np.float32) - 1024
                        for f in raw[2 * k:2 * k + 2]])
         (tmp_path / p).mkdir()
-        np.save(tmp_path / p / "ct.npy", hu)
-        ins.append(str(tmp_path / p / "ct.npy"))
+        np.save(tmp_path / p / f"{stem}.npy", hu)
+        ins.append(str(tmp_path / p / f"{stem}.npy"))
     out = tmp_path / "sim"
     assert main(["simulate", *ins, "--dose", "0.5", "-o", str(out), "--mode", "gaussian", "--spacing", "0.7",
                  "--seed", "1"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["P1_ct", "P2_ct", "P3_ct"]
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 3 and all(n.startswith(f"P{k}_") for k, n in zip((1, 2, 3), names)), names
     scans = discover(out)
     assert sorted((s.patient_id, s.role) for s in scans) == sorted(
-        [(f"P{k}_ct", r) for k in (1, 2, 3) for r in ("ld", "nd")])
+        [(n, r) for n in names for r in ("ld", "nd")])
     b = build_datasets({"root": str(out), "patch_size": 64}, run_dir=None, progress=False)
     assert b.summary["kind"] == "manifest" and len(b.summary["patients"]) == 3
     assert b.summary["train_doses"] == [0.5]

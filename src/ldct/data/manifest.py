@@ -185,7 +185,9 @@ def output_patient_ids(manifests: list[dict[str, Any]], root: str | Path) -> lis
     base = Path(root).resolve()
 
     def guessed(m: dict[str, Any], pid: str) -> bool:
-        return pid == Path(str(m.get("source", ""))).name.split(".")[0]
+        if isinstance(m.get("patient_id_guessed"), bool):  # written by ldct simulate since 0.1.0 session 6
+            return m["patient_id_guessed"]
+        return pid == Path(str(m.get("source", ""))).name.split(".")[0]  # older manifests
 
     sources: dict[str, set[str]] = {}
     for m in manifests:

@@ -151,6 +151,8 @@ def write_simulation(scan: SimulatedScan, out: str | Path, *, source: str, overw
         fmt = "tif"
     out = Path(out)
     meta = nd.meta
+    # a DICOM PatientID identifies the patient; a file name (npy/NIfTI/raw) or nothing is only a guess
+    from_header = bool(meta.get("patient_id")) and meta.get("source_format") == "dicom"
     patient = str(meta.get("patient_id") or Path(source).stem.split(".")[0])
     normal = nd.normal
     z_mm = [float(np.dot(p, normal)) for p in np.asarray(nd.positions)]
@@ -172,6 +174,7 @@ def write_simulation(scan: SimulatedScan, out: str | Path, *, source: str, overw
                                 "z_mm": z_mm[k], "dose": float(d), "ld": name, "nd": nd_name,
                                 "kernel": meta.get("kernel")})
         manifest = {"kind": "ldct-simulation", "ldct_version": ldct.__version__, "source": str(source),
+                    "patient_id_guessed": not from_header,
                     "mode": mode, "parameters": scan.parameters, "normal_dose": nd_name, "low_dose": low,
                     "records": records, "warnings": scan.warnings}
         write_manifest(tmp, manifest)
