@@ -87,6 +87,7 @@ class _Predictor:
 
     def __call__(self, ld: np.ndarray, dose: float) -> np.ndarray:
         from ldct.infer import predict_volume
+        from ldct.infer.predict import check_finite_output
 
         d = float(dose) if self.dose_conditioned else None
         if ld.shape[0] == 1:
@@ -98,6 +99,7 @@ class _Predictor:
         self.module.to(dev).eval()
         with torch.inference_mode():
             y = self.module(x) if d is None else self.module(x, torch.full((1,), d, device=dev))
+        check_finite_output(y, None, "a 2.5D input slice")  # as predict_volume does on the 1-channel path
         return net_to_hu(y[0, y.shape[1] // 2].float(), self.window).cpu().numpy()
 
 
