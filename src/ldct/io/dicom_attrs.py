@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from ldct.io.dicom_scan import first_item, functional_group
+
 #: attributes copied from the slice's source header when present (patient, study, de-identification,
 #: equipment, frame of reference, contrast, lossy-compression history)
 COPY_TAGS = (
@@ -164,38 +166,19 @@ def _ds(v: float) -> str:
     return s
 
 
-def _item(ds: Dataset, seq: str) -> Dataset | None:
-    if seq in ds and ds[seq].value is not None and len(ds[seq].value):
-        return ds[seq].value[0]
-    return None
-
-
 def is_enhanced(ds: Dataset) -> bool:
     return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
 
 
 def frame_positions(ds: Dataset) -> list[np.ndarray | None]:
     """ImagePositionPatient of each frame of an Enhanced CT object (None where absent)."""
-    per = ds.get("PerFrameFunctionalGroupsSequence") or []
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    n = len(ds.get("PerFrameFunctionalGroupsSequence") or [])
     out: list[np.ndarray | None] = []
-    for f in range(int(ds.get("NumberOfFrames", len(per)) or len(per) or 1)):
-        it = _item(per[f], "PlanePositionSequence") if f < len(per) else None
-        if it is None and shared is not None:
-            it = _item(shared, "PlanePositionSequence")
+    for f in range(int(ds.get("NumberOfFrames", n) or n or 1)):
+        it = functional_group(ds, f, "PlanePositionSequence")
         pos = it.get("ImagePositionPatient") if it is not None else None
         out.append(np.asarray([float(x) for x in pos]) if pos is not None and len(pos) == 3 else None)
     return out
-
-
-def _group_item(ds: Dataset, frame: int, seq: str) -> Dataset | None:
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    if per is not None and frame < len(per):
-        it = _item(per[frame], seq)
-        if it is not None:
-            return it
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-    return _item(shared, seq) if shared is not None else None
 
 
 def copy_slice_attributes(out: Dataset, hdr: Dataset, frame: int | None) -> None:
@@ -206,7 +189,7 @@ def copy_slice_attributes(out: Dataset, hdr: Dataset, frame: int | None) -> None
     if frame is None or not is_enhanced(hdr):
         return
     for seq in _ENHANCED_GROUPS:
-        it = _group_item(hdr, frame, seq)
+        it = functional_group(hdr, frame, seq)
         if it is None:
             continue
         for elem in it:
@@ -270,7 +253,7 @@ def scale_dose_headers(headers: list[Dataset] | None, dose: float) -> list[Datas
         c = copy.deepcopy(h)
         _scale_classic(c, dose)
         groups = [it for it in (c.get("PerFrameFunctionalGroupsSequence") or [])]
-        shared = _item(c, "SharedFunctionalGroupsSequence")
+        shared = first_item(c, "SharedFunctionalGroupsSequence")
         for g in groups + ([shared] if shared is not None else []):
             for it in g.get("CTExposureSequence") or []:
                 _scale_exposure_item(it, dose)

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from ldct.errors import LdctError
 from ldct.io import dicom_scan
 from ldct.io.dicom_pixels import check_layout, int_tag, padding_mask, stored_values, transfer_syntax
+from ldct.io.dicom_scan import functional_group
 from ldct.io.geometry import analyse_stack, orientations_agree, sort_order
 from ldct.io.limits import HU_RANGE, check_orientation, check_spacing
 from ldct.volume import Volume
@@ -43,21 +44,6 @@ class _Frame:
     instance: int
 
 
-def _item(ds: Dataset, seq: str) -> Dataset | None:
-    if seq in ds and len(ds[seq].value):
-        return ds[seq].value[0]
-    return None
-
-
-def _fg(ds: Dataset, frame: int, seq: str) -> Dataset | None:
-    """Functional group item ``seq`` for ``frame`` of an enhanced object (per-frame, else shared)."""
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    if per is not None and frame < len(per):
-        it = _item(per[frame], seq)
-        if it is not None:
-            return it
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-    return _item(shared, seq) if shared is not None else None
 
 
 def _floats(v: Any) -> tuple[float, ...] | None:
@@ -137,7 +123,7 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
     for f in range(n):
         if enhanced:
             pp, po, pm, pv = (
-                _fg(ds, f, s)
+                functional_group(ds, f, s)
                 for s in (
                     "PlanePositionSequence",
                     "PlaneOrientationSequence",
@@ -345,7 +331,7 @@ def _check_ct_range(data: np.ndarray, frames: list[_Frame]) -> None:
 def _gantry_tilt(ds: Dataset) -> float | None:
     v = _float(ds.get("GantryDetectorTilt"))
     if v is None:
-        it = _fg(ds, 0, "CTAcquisitionDetailsSequence")
+        it = functional_group(ds, 0, "CTAcquisitionDetailsSequence")
         v = _float(it.get("GantryDetectorTilt")) if it is not None else None
     return v if v is not None and math.isfinite(v) else None
 
@@ -355,7 +341,7 @@ def _mean_of(frames: list[_Frame], classic: str, seq: str, enhanced: str) -> flo
     for fr in frames:
         v = _float(fr.ds.get(classic))
         if v is None:
-            it = _fg(fr.ds, fr.frame, seq)
+            it = functional_group(fr.ds, fr.frame, seq)
             v = _float(it.get(enhanced)) if it is not None else None
         if v is not None:
             vals.append(v)
@@ -371,7 +357,7 @@ def _metadata(chosen: dicom_scan.SeriesInfo, frames: list[_Frame], modality: str
 
     kernel_v = ds.get("ConvolutionKernel")
     if kernel_v is None:
-        it = _fg(ds, 0, "CTReconstructionSequence")
+        it = functional_group(ds, 0, "CTReconstructionSequence")
         kernel_v = it.get("ConvolutionKernel") if it is not None else None
     if kernel_v is not None and not isinstance(kernel_v, str):
         kernel = "\\".join(str(k) for k in kernel_v) or None
@@ -379,7 +365,7 @@ def _metadata(chosen: dicom_scan.SeriesInfo, frames: list[_Frame], modality: str
         kernel = str(kernel_v).strip() or None if kernel_v is not None else None
     kvp = _float(ds.get("KVP"))
     if kvp is None:
-        it = _fg(ds, 0, "CTAcquisitionDetailsSequence")
+        it = functional_group(ds, 0, "CTAcquisitionDetailsSequence")
         kvp = _float(it.get("KVP")) if it is not None else None
     return {
         "patient_id": dicom_scan.patient_id_of(ds),

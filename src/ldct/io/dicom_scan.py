@@ -241,6 +241,24 @@ def _series_number(ds: Dataset, path: Path) -> int | None:
         raise LdctError(f"SeriesNumber {str(num)!r} is not an integer (corrupt header)", path) from None
 
 
+def first_item(ds: Dataset, seq: str) -> Dataset | None:
+    """The first item of sequence ``seq`` in ``ds`` (None when absent or empty)."""
+    if seq in ds and ds[seq].value is not None and len(ds[seq].value):
+        return ds[seq].value[0]
+    return None
+
+
+def functional_group(ds: Dataset, frame: int, seq: str) -> Dataset | None:
+    """Functional group item ``seq`` for ``frame`` of an Enhanced object (per-frame, else shared)."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and frame < len(per):
+        it = first_item(per[frame], seq)
+        if it is not None:
+            return it
+    shared = first_item(ds, "SharedFunctionalGroupsSequence")
+    return first_item(shared, seq) if shared is not None else None
+
+
 #: PatientIDs that de-identification tools write for every patient alike: not an identity (the AAPM-Mayo
 #: DICOM say "Anonymous" for L096, L143 and L286).
 PLACEHOLDER_PATIENT_IDS = {"", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none", "n/a", "na",
