@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=DEFAULT_PAIRS)
     ap.add_argument("--dose", type=float, default=0.25)
     ap.add_argument("--spacing-unknown", action="store_true", help="simulate with 1 mm assumed spacing")
+    ap.add_argument("--filter", default="auto", help="FBP filter of the added noise (auto: matched to the scan)")
+    ap.add_argument("--max-slices", type=int, default=0, help="at most N slices per group (0: all)")
     args = ap.parse_args()
     from ldct.simulate import simulate_low_dose
 
@@ -51,8 +53,10 @@ def main() -> None:
         qd, fd, spacing = load_pairs(g)
         sim_spacing = 1.0 if args.spacing_unknown else spacing
         ratios, fr, fs = [], [], []
+        if args.max_slices:
+            qd, fd = qd[: args.max_slices], fd[: args.max_slices]
         for k, (q, f) in enumerate(zip(qd, fd, strict=True)):
-            s = simulate_low_dose(f, args.dose, pixel_spacing_mm=sim_spacing, filter="auto", seed=k)
+            s = simulate_low_dose(f, args.dose, pixel_spacing_mm=sim_spacing, filter=args.filter, seed=k)
             rs, rf = added_noise(q, f, spacing)
             ss, sf = added_noise(s, f, spacing)
             ratios.append(ss / rs)
