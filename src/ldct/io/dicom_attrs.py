@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from ldct.errors import LdctError
 from ldct.io.dicom_scan import first_item, functional_group
 
 #: attributes copied from the slice's source header when present (patient, study, de-identification,
@@ -156,13 +157,19 @@ def _finite(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _ds(v: float) -> str:
-    """A DS string (at most 16 characters)."""
-    s = repr(float(v)).removesuffix(".0")
+def ds_text(v: float) -> str:
+    """A DS value (at most 16 characters), exact when the float allows it."""
+    v = float(v)
+    if not math.isfinite(v):
+        raise LdctError(f"refusing to write a non-finite value ({v}) into a DICOM header")
+    if v == 0:
+        return "0"
+    s = repr(v)
+    s = s.removesuffix(".0")
     digits = 16
     while len(s) > 16 and digits > 1:
         digits -= 1
-        s = f"{float(v):.{digits}g}"
+        s = f"{v:.{digits}g}"
     return s
 
 
@@ -205,27 +212,23 @@ def copy_slice_attributes(out: Dataset, hdr: Dataset, frame: int | None) -> None
             ma, mas = _finite(it.get("XRayTubeCurrentInmA")), _finite(it.get("ExposureInmAs"))
             if ma is not None:
                 out.XRayTubeCurrent = round(ma)
-                out.XRayTubeCurrentInuA = _ds(ma * 1000.0)
+                out.XRayTubeCurrentInuA = ds_text(ma * 1000.0)
             if mas is not None:
                 out.Exposure = round(mas)
                 out.ExposureInuAs = round(mas * 1000.0)
 
 
 def _scale_classic(ds: Dataset, f: float) -> None:
-    ma, ua = _finite(ds.get("XRayTubeCurrent")), _finite(ds.get("XRayTubeCurrentInuA"))
-    if ua is None and ma is not None:
-        ua = ma * 1000.0
-    if ma is not None:
-        ds.XRayTubeCurrent = round(ma * f)
-    if ua is not None:
-        ds.XRayTubeCurrentInuA = _ds(ua * f)
-    mas, uas = _finite(ds.get("Exposure")), _finite(ds.get("ExposureInuAs"))
-    if uas is None and mas is not None:
-        uas = mas * 1000.0
-    if mas is not None:
-        ds.Exposure = round(mas * f)
-    if uas is not None:
-        ds.ExposureInuAs = round(uas * f)
+    # (integer tag, its micro-unit tag, how the micro-unit VR is written: DS text for uA, IS for uAs)
+    for milli_tag, micro_tag, micro_vr in (("XRayTubeCurrent", "XRayTubeCurrentInuA", ds_text),
+                                           ("Exposure", "ExposureInuAs", round)):
+        milli, micro = _finite(ds.get(milli_tag)), _finite(ds.get(micro_tag))
+        if micro is None and milli is not None:
+            micro = milli * 1000.0
+        if milli is not None:
+            setattr(ds, milli_tag, round(milli * f))
+        if micro is not None:
+            setattr(ds, micro_tag, micro_vr(micro * f))
     ctdi = _finite(ds.get("CTDIvol"))
     if ctdi is not None:
         ds.CTDIvol = ctdi * f

@@ -43,6 +43,7 @@ from ldct.io.dicom_attrs import (
     clean_text,
     copy_slice_attributes,
     derived_series_number,
+    ds_text,
     frame_positions,
     is_enhanced,
     series_description,
@@ -126,22 +127,6 @@ def _rescale(data: np.ndarray) -> tuple[float, float]:
         return 1.0, float(np.floor((lo + hi) / 2.0))
     slope = float(np.ceil((hi - lo) / 65535.0))
     return slope, float(np.floor((lo + hi) / 2.0))
-
-
-def _ds_text(v: float) -> str:
-    """A DS value (at most 16 characters), exact when the float allows it."""
-    v = float(v)
-    if not math.isfinite(v):
-        raise LdctError(f"refusing to write a non-finite value ({v}) into a DICOM header")
-    if v == 0:
-        return "0"
-    s = repr(v)
-    s = s.removesuffix(".0")
-    digits = 16
-    while len(s) > 16 and digits > 1:
-        digits -= 1
-        s = f"{v:.{digits}g}"
-    return s
 
 
 def _check_geometry(vol: Volume) -> None:
@@ -345,19 +330,19 @@ def build_series(
         _dose_from_meta(ds, meta)
         # geometry
         pos = vol.positions[k]
-        ds.ImagePositionPatient = [_ds_text(float(v)) for v in pos]
-        ds.ImageOrientationPatient = [_ds_text(float(v)) for v in vol.orientation]
-        ds.PixelSpacing = [_ds_text(vol.spacing[1]), _ds_text(vol.spacing[2])]
+        ds.ImagePositionPatient = [ds_text(float(v)) for v in pos]
+        ds.ImageOrientationPatient = [ds_text(float(v)) for v in vol.orientation]
+        ds.PixelSpacing = [ds_text(vol.spacing[1]), ds_text(vol.spacing[2])]
         thickness = vol.slice_thickness or meta.get("slice_thickness") or vol.spacing[0]
-        ds.SliceThickness = _ds_text(float(thickness))
-        ds.SliceLocation = _ds_text(float(pos @ vol.normal))
+        ds.SliceThickness = ds_text(float(thickness))
+        ds.SliceLocation = ds_text(float(pos @ vol.normal))
         # pixels
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = ny, nx
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept = _ds_text(intercept)
-        ds.RescaleSlope = _ds_text(slope)
+        ds.RescaleIntercept = ds_text(intercept)
+        ds.RescaleSlope = ds_text(slope)
         ds.RescaleType = "HU"
         if "WindowCenter" not in ds or "WindowWidth" not in ds:
             for tag in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation"):
@@ -393,7 +378,7 @@ def _dose_from_meta(ds: Dataset, meta: dict[str, Any]) -> None:
 
     if "KVP" not in ds:
         kvp = val("kvp")
-        ds.KVP = _ds_text(kvp) if kvp is not None else ""
+        ds.KVP = ds_text(kvp) if kvp is not None else ""
     ma, mas, ctdi = val("tube_current_ma"), val("exposure_mas"), val("ctdivol")
     if "XRayTubeCurrent" not in ds and ma is not None:
         ds.XRayTubeCurrent = round(ma)
