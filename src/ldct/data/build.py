@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ldct.data.config import DataConfig, parse_data_config
-from ldct.data.datasets import PatchDataset, SliceDataset, UnpairedPatchDataset
+from ldct.data.datasets import MixedPatchDataset, PatchDataset, SliceDataset, UnpairedPatchDataset
 from ldct.data.discover import Scan, describe, discover
 from ldct.data.patches import check_size
 from ldct.data.split import Split, make_split, write_split
@@ -407,6 +407,13 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
                 import torch.distributed as dist
 
                 dist.barrier()
+    mixed = _mix_sources(cfg, cache_dir, held_out=set(split.val) | set(split.test), seed=seed,
+                         progress=progress and rank == 0, rank=rank, world=world) if cfg.mix else []
+    if mixed:
+        train = MixedPatchDataset([train] + [m[0] for m in mixed], [1 - sum(w for _, w in cfg.mix)] +
+                                  [w for _, w in cfg.mix], seed=seed)
+        for (_, _, info), (_, w) in zip(mixed, cfg.mix):
+            warnings += info.pop("warnings")
     if not split.val:
         warnings.append("no validation patient (data.split.val)")
     if not split.test:
@@ -424,12 +431,57 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
                      for pid in patient_ids},
         "scans": describe(scans) if scans else [],
         # the training domain (ldct.infer.domain warns when a scan to denoise lies far outside it)
-        "pixel_spacing_mm": _spacing_range(by_part["train"]),
+        "pixel_spacing_mm": _spacing_range(by_part["train"] + [r for m in mixed for r in m[0].records]),
+        "mix": [m[2] for m in mixed],
         "warnings": warnings,
     }
     if run_dir is not None:
         write_split(split, run_dir, {"data_root": str(root), "patients": summary["patients"]})
     return DataBundle(train, val, test, summary["split"], summary, cfg, split, by_part)
+
+
+def _mix_sources(cfg: DataConfig, cache_dir: Path, *, held_out: set[str], seed: int, progress: bool,
+                 rank: int, world: int) -> list[tuple[PatchDataset, float, dict[str, Any]]]:
+    """The training datasets of ``data.mix`` (each with its weight and a summary). Patients the main split
+    holds out (val/test) are dropped from every source, so no held-out patient is trained on."""
+    out = []
+    for i, (sub, weight) in enumerate(cfg.mix):
+        src = load_records(sub, cache_dir)
+        if src.kind == "unpaired":
+            raise LdctError(f"data.mix[{i}]: unpaired data cannot be mixed into paired training", sub.root)
+        dropped = sorted({r.patient_id for r in src.records} & held_out)
+        recs = [r for r in src.records if r.patient_id not in held_out]
+        if not recs:
+            raise LdctError(f"data.mix[{i}]: no training slices left (every patient is held out by data.split)",
+                            sub.root)
+        for r in recs:
+            check_size(tuple(src.store.index(r.nd.volume)["shape"]), cfg.patch_size, r.source)
+        on_disk = src.doses
+        doses = on_disk if on_disk is not None else sub.train_doses()
+        fresh = not sub.cache and src.kind == "simulated"
+        src.store.dose_hint = sorted(set(doses))
+        ds = PatchDataset(src.store, recs, doses=doses, patch_size=cfg.patch_size, scale=cfg.downsample,
+                          channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment,
+                          body_fraction=sub.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
+                          length=cfg.samples_per_epoch, seed=seed + 1000 * (i + 1), fresh_noise=fresh,
+                          dose_range=sub.dose_range, sample_by=sub.sample_by)
+        if src.kind == "simulated" and sub.precompute and not fresh:
+            todo = [(r, d) for r in recs for d in doses]
+            owner = {id(r): k % world for k, r in enumerate(recs)}
+            precompute(src.store, [(r, d) for r, d in todo if owner[id(r)] == rank], channels=cfg.channels,
+                       progress=progress)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+        patients = sorted({r.patient_id for r in recs})
+        out.append((ds, weight, {
+            "root": str(sub.root), "kind": src.kind, "weight": weight, "doses": doses, "patients": patients,
+            "slices": len(recs), "dropped_held_out": dropped,
+            "warnings": [f"data.mix[{i}]: {w}" for w in src.warnings]
+            + ([f"data.mix[{i}]: held-out patient(s) {', '.join(dropped)} left out of this source"] if dropped else []),
+        }))
+    return out
 
 
 def _spacing_range(records: list[SliceRecord]) -> list[float] | None:

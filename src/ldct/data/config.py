@@ -13,6 +13,12 @@ Example::
       sim: {mode: projection}       # passed to ldct.simulate.simulate_low_dose
       patch_size: 64
       split: {test: [L067], val: 1, seed: 0}
+      mix:                          # more training sources (training only), a weight = share of patches
+        - {root: ../shared/extra_ct, kind: simulated, weight: 0.3}
+
+A ``mix`` source takes the parent's keys (doses, sim, window, patch size...) unless it sets its own
+(:data:`MIX_KEYS`); its patients only ever train, and any patient held out by the parent's split is dropped
+from it, so a leave-one-patient-out fold never sees its test patient through the mix.
 """
 
 from __future__ import annotations
@@ -61,7 +67,13 @@ DEFAULTS: dict[str, Any] = {
     "ld_root": None,
     "nd_root": None,
     "ld_dose": None,
+    "mix": [],
 }
+
+#: what a ``mix`` entry may set for itself (the rest comes from the parent section); plus ``weight``
+MIX_KEYS = ("root", "kind", "doses", "dose_range", "dose_steps", "seed", "sim", "raw", "include", "exclude",
+            "patient_regex", "patient_map", "slice_stride", "sample_by", "body_fraction", "weight")
+MIX_KINDS = ("auto", "simulated", "manifest", "paired_dirs")
 
 SPLIT_KEYS = ("val", "test", "seed", "file")
 #: how a training patch picks its slice: uniformly over slices, or a patient first (each patient equally
@@ -104,6 +116,8 @@ class DataConfig:
     ld_root: str | None
     nd_root: str | None
     ld_dose: float | None
+    #: extra training sources: (their resolved config, share of training patches)
+    mix: list[tuple[DataConfig, float]] = field(default_factory=list)
     raw_dict: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def train_doses(self) -> list[float]:
@@ -256,14 +270,60 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
         raise _err("patient_map", "expected a mapping {found_id: patient_id}", source)
     d["patient_map"] = {str(k): str(v) for k, v in d["patient_map"].items()}
 
+    mix = _parse_mix(section.get("mix"), d, source)
+    d["mix"] = [copy.deepcopy(dict(e)) for e in section.get("mix") or []]  # as given: re-parsed the same way
+
     resolved = copy.deepcopy(d)
     resolved["dose_range"] = list(dose_range) if dose_range else None
     return DataConfig(
-        **{k: v for k, v in d.items() if k not in ("hu_window", "dose_range")},
+        **{k: v for k, v in d.items() if k not in ("hu_window", "dose_range", "mix")},
+        mix=mix,
         dose_range=dose_range,
         hu_window=Window(d["hu_window"][0], d["hu_window"][1], "net"),
         raw_dict=resolved,
     )
+
+
+def _parse_mix(entries: Any, parent: dict[str, Any], source: str | None) -> list[tuple[DataConfig, float]]:
+    """``data.mix``: each entry is a data section of its own (a training-only source), inheriting the
+    parent's keys; ``weight`` is its share of training patches (the parent keeps the rest, at least 0.05)."""
+    if entries is None or entries == []:
+        return []
+    if parent["kind"] in ("photos", "unpaired"):
+        raise _err("mix", f"extra sources are for paired or simulated CT, not data.kind {parent['kind']}", source)
+    if not isinstance(entries, (list, tuple)):
+        raise _err("mix", f"expected a list of data sections, e.g. [{{root: DIR, weight: 0.3}}], got {entries!r}",
+                   source)
+    out: list[tuple[DataConfig, float]] = []
+    for i, entry in enumerate(entries):
+        where = f"mix[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _err(where, f"expected a mapping with root and weight, got {entry!r}", source)
+        _check_keys(entry, MIX_KEYS, f"data.{where}.", source)
+        if entry.get("root") is None:
+            raise _err(f"{where}.root", "each extra source needs its folder", source)
+        weight = entry.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1:
+            raise _err(f"{where}.weight", f"expected its share of training patches in (0, 1), got "
+                       f"{entry.get('weight')!r}", source)
+        if entry.get("kind", "auto") not in MIX_KINDS:
+            raise _err(f"{where}.kind", f"expected one of {', '.join(MIX_KINDS)}, got {entry.get('kind')!r}",
+                       source)
+        inherited = {k: copy.deepcopy(v) for k, v in parent.items()
+                     if k not in ("mix", "root", "kind", "split", "include", "exclude", "patient_regex",
+                                  "patient_map", "raw", "ld_root", "nd_root", "ld_dose", "cache_dir")}
+        inherited["hu_window"] = list(parent["hu_window"])
+        if "doses" in entry and "dose_range" not in entry:
+            inherited["dose_range"] = None
+        sub = {**inherited, **{k: v for k, v in entry.items() if k != "weight"}, "split": {"val": 0, "test": 0}}
+        try:
+            out.append((parse_data_config(sub, source=source), float(weight)))
+        except LdctError as exc:  # name the entry: data.X -> data.mix[i].X
+            raise LdctError(exc.message.replace("data.", f"data.{where}.", 1), source) from None
+    if sum(w for _, w in out) > 0.95:
+        raise _err("mix", f"the weights add up to {sum(w for _, w in out):g}; the main data needs at least 0.05",
+                   source)
+    return out
 
 
 def _check_split_part(v: Any, part: str, source: str | None) -> None:

@@ -95,6 +95,37 @@ class PatchDataset(Dataset):
                 **_meta(rec)}
 
 
+class MixedPatchDataset(Dataset):
+    """Training patches drawn from several :class:`PatchDataset` sources (``data.mix``): item ``i`` comes
+    from source ``k`` with probability ``weights[k]`` (a pure function of seed, epoch and index), and is that
+    source's item ``i``. Items carry ``source`` (the source's index, 0 = the main data)."""
+
+    def __init__(self, sources: list[PatchDataset], weights: list[float], *, seed: int = 0):
+        if len(sources) != len(weights) or not sources:
+            raise ValueError("one weight per source")
+        w = np.asarray(weights, dtype=np.float64)
+        if (w <= 0).any():
+            raise ValueError(f"weights must be positive, got {weights}")
+        self.sources, self.weights, self.seed, self.epoch = list(sources), w / w.sum(), seed, 0
+
+    @property
+    def records(self) -> list[SliceRecord]:
+        return [r for s in self.sources for r in s.records]
+
+    def __len__(self) -> int:
+        return len(self.sources[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for s in self.sources:
+            s.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])  # 1: not the sources' own stream
+        k = int(rng.choice(len(self.sources), p=self.weights))
+        return {**self.sources[k][index], "source": k}
+
+
 class SliceDataset(Dataset):
     """Whole slices for validation and evaluation: every (slice, dose) pair, in a fixed order.
 
