@@ -9,14 +9,16 @@ For each model (``default``/a name/a path as ``--model`` takes it, ``redcnn`` = 
 10 layers of 96 channels, or ``small`` = a 5x16 DnCNN, both with random weights: speed does not depend on them) it prints, per device (CPU with
 ``--threads`` threads; CUDA too when present, fp32 and bf16):
 
-- slices/s of :func:`ldct.infer.predict_volume` on 512x512 slices (real CT: the bundled sample scan,
+- slices/s of :meth:`ldct.Denoiser.denoise_array` on 512x512 slices (real CT: the bundled sample scan,
   repeated to ``--slices``), and of a plain loop ``net_to_hu(net(hu_to_net(x)))`` over the same batches;
   the **overhead ratio** = plain slices/s / pipeline slices/s (target <= 1.2);
-- seconds per slice, and for CUDA the projected time of a 512-slice volume.
+- seconds per slice, and for CUDA the projected time of a 512-slice volume;
+- on the CPU, the same :meth:`~ldct.Denoiser.denoise_array` on ONNX Runtime (``Denoiser.use_backend``) against
+  PyTorch: slices/s of both, the speed-up, the largest HU difference, the export time (once per model).
 
 Then, in a fresh subprocess per model, the **peak resident memory** (VmHWM, reset before inference) of denoising a
 ``--memory-slices`` volume (default 200 slices of 512x512: 210 MB of float32 in, 210 MB out) with
-:func:`ldct.infer.predict_volume`, against the memory held before inference starts. Nothing is asserted.
+:meth:`ldct.Denoiser.denoise_array`, against the memory held before inference starts. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -45,22 +47,22 @@ def sample_volume(n: int) -> np.ndarray:
 
 
 def load(spec: str):
-    """(name, module, window, channels, dose) for a model spec; 'redcnn' = published RED-CNN and 'small' = a
-    5-layer 16-channel DnCNN, both with random weights (speed and memory do not depend on them)."""
+    """(name, denoiser, dose) for a model spec; 'redcnn' = published RED-CNN and 'small' = a 5-layer
+    16-channel DnCNN, both with random weights (speed and memory do not depend on them)."""
+    from ldct import Denoiser
     from ldct.hu import DEFAULT_NET_WINDOW
 
     if spec in ("redcnn", "small"):
-        from ldct.engine.specs import build_network
+        from ldct.models.specs import build_network
 
         torch.manual_seed(0)
         if spec == "redcnn":
-            return "RED-CNN (96 ch, random init)", build_network({"name": "redcnn"}), DEFAULT_NET_WINDOW, 1, None
+            return "RED-CNN (96 ch, random init)", Denoiser(build_network({"name": "redcnn"}),
+                                                             window=DEFAULT_NET_WINDOW), None
         net = build_network({"name": "dncnn", "depth": 5, "width": 16, "batch_norm": False})
-        return "small DnCNN (5x16, random init)", net, DEFAULT_NET_WINDOW, 1, None
-    from ldct.model_zoo import load_model
-
-    m = load_model(spec)
-    return m.describe(), m.module, m.window, m.channels, (0.25 if m.dose_conditioned else None)
+        return "small DnCNN (5x16, random init)", Denoiser(net, window=DEFAULT_NET_WINDOW), None
+    m = Denoiser.load(spec)
+    return m.describe(), m, (0.25 if m.dose_conditioned else None)
 
 
 def _sync(device: str) -> None:
@@ -68,12 +70,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(module, vol, window, *, batch: int, device: str, dose, precision: str) -> np.ndarray:
+def plain_loop(den, vol, *, batch: int, device: str, dose, precision: str) -> np.ndarray:
     """The baseline: batches of slices through the network, HU in and out, nothing else."""
     from ldct.hu import hu_to_net, net_to_hu
 
     out = np.empty_like(vol)
-    module = module.to(device).eval()
+    window = den.window
+    module = den.net.to(device).eval()
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
     with torch.inference_mode():
         for i in range(0, len(vol), batch):
@@ -85,11 +88,9 @@ def plain_loop(module, vol, window, *, batch: int, device: str, dose, precision:
     return out
 
 
-def pipeline(module, vol, window, *, batch: int, device: str, dose, precision: str, channels: int) -> np.ndarray:
-    from ldct.infer import predict_volume
-
-    return predict_volume(module, vol, window=window, dose=dose, batch_size=batch, device=device,
-                          precision=precision, channels=channels, progress=lambda d, t: None)
+def pipeline(den, vol, *, batch: int, device: str, dose, precision: str) -> np.ndarray:
+    return den.denoise_array(vol, dose, batch_size=batch, device=device, precision=precision,
+                             progress=lambda d, t: None)
 
 
 def timed_pair(fa, fb, device: str, repeats: int) -> tuple[float, float]:
@@ -108,7 +109,8 @@ def timed_pair(fa, fb, device: str, repeats: int) -> tuple[float, float]:
 
 
 def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[dict]:
-    name, module, window, channels, dose = load(spec)
+    name, den, dose = load(spec)
+    channels = den.channels
     rows = []
     devices = [("cpu", "32")]
     if torch.cuda.is_available():
@@ -122,8 +124,8 @@ def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[di
         if channels != 1:
             print(f"{name}: {channels}-channel (2.5D) model, no plain-loop baseline", flush=True)
         t_pipe, t_plain = timed_pair(
-            lambda v=v, kw=kw: pipeline(module, v, window, channels=channels, **kw),
-            (lambda v=v, kw=kw: plain_loop(module, v, window, **kw)) if channels == 1 else (lambda: None),
+            lambda v=v, kw=kw: pipeline(den, v, **kw),
+            (lambda v=v, kw=kw: plain_loop(den, v, **kw)) if channels == 1 else (lambda: None),
             device, reps)
         t_plain = t_plain if channels == 1 else float("nan")
         row = {"model": name, "device": device, "precision": precision, "slices": n, "batch": kw["batch"],
@@ -134,7 +136,31 @@ def bench_speed(spec: str, args: argparse.Namespace, vol: np.ndarray) -> list[di
             row["cuda_peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if device == "cpu" and not args.no_onnx:
+            rows.append(bench_backends(name, den, v, kw, reps))
     return rows
+
+
+def bench_backends(name: str, den, v: np.ndarray, kw: dict, reps: int) -> dict:
+    """The same denoising on ONNX Runtime and on PyTorch (CPU), alternating; the export (once per model, then
+    cached) is timed apart. What ``ldct denoise --backend auto`` is chosen by."""
+    from ldct.errors import LdctError
+
+    t0 = time.perf_counter()
+    try:
+        ort = den.use_backend("onnxruntime")
+    except LdctError as exc:
+        row = {"model": name, "device": "cpu", "backend": "onnxruntime", "error": exc.message}
+        print(json.dumps(row), flush=True)
+        return row
+    t_export = time.perf_counter() - t0
+    t_ort, t_torch = timed_pair(lambda: pipeline(ort, v, **kw), lambda: pipeline(den, v, **kw), "cpu", reps)
+    diff = float(np.abs(pipeline(ort, v[:1], **kw) - pipeline(den, v[:1], **kw)).max())
+    row = {"model": name, "device": "cpu", "slices": len(v), "batch": kw["batch"],
+           "onnxruntime_slices_per_s": len(v) / t_ort, "torch_slices_per_s": len(v) / t_torch,
+           "onnxruntime_speedup": t_torch / t_ort, "export_or_cache_load_s": t_export, "max_abs_diff_hu": diff}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def _status_mb(field: str) -> float:
@@ -147,14 +173,12 @@ def _status_mb(field: str) -> float:
 
 def memory_child(spec: str, n: int, batch: int, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
-    from ldct.infer import predict_volume
-
-    name, module, window, channels, dose = load(spec)
+    name, den, dose = load(spec)
     vol = sample_volume(n)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     before = _status_mb("VmRSS")
     t0 = time.perf_counter()
-    out = predict_volume(module, vol, window=window, dose=dose, batch_size=batch, device=device, channels=channels)
+    out = den.denoise_array(vol, dose, batch_size=batch, device=device)
     dt = time.perf_counter() - t0
     peak = _status_mb("VmHWM")
     print(json.dumps({"model": name, "slices": n, "batch": batch, "device": device,
@@ -189,6 +213,7 @@ def main() -> None:
     p.add_argument("--memory-models", nargs="*", default=None,
                    help="models for the peak-memory run (default: the same as --models, without redcnn on CPU - "
                         "a 200-slice full RED-CNN takes ~20 min on 2 cores - or 'small' when none is left)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     p.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:

@@ -167,17 +167,16 @@ def _eval_dataset(meta: dict[str, Any], data: Path, run: Path, args: argparse.Na
 
 
 def _score(name: str, run: Path, data: Path, args: argparse.Namespace, out: Path) -> tuple[Any, dict]:
-    from ldct.engine.checkpoint import load_checkpoint
+    from ldct import Denoiser
     from ldct.evaluation import evaluate
     from ldct.evaluation.report import write_results
-    from ldct.hu import Window
 
-    method, meta = load_checkpoint(run, inference_only=True, prefer="last")
+    den = Denoiser.load(run, prefer="last")
+    meta = dict(den.meta)
     ds = _eval_dataset(meta, data, run, args)
-    w = meta.get("hu_window") or [-1000.0, 1000.0]
     n = min(len(ds), args.max_slices or len(ds))
-    res = evaluate(method, ds, name=METHODS[name]["label"], window=Window(float(w[0]), float(w[1]), "net"),
-                   baselines=["low-dose"], max_slices=args.max_slices, keep_samples=n)
+    res = evaluate(den, ds, name=METHODS[name]["label"], baselines=["low-dose"], max_slices=args.max_slices,
+                   keep_samples=n)
     res.meta.update({"run_dir": str(run), "step": meta.get("step"), "patients": [args.held_out]})
     write_results(res, out / "eval" / name)
     meta["pixel_spacing_mm"] = float(ds.records[0].pixel_spacing_mm)

@@ -54,29 +54,20 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=0.7, help="pixel spacing (mm)")
     args = ap.parse_args()
 
-    from ldct.engine.checkpoint import load_checkpoint
-    from ldct.hu import Window
-    from ldct.infer import predict_volume
+    from ldct import Denoiser
 
     nd, ld = np.load(args.nd).astype(np.float32), np.load(args.ld).astype(np.float32)
     rows = [row("normal dose", nd, nd, args.spacing), row("low dose", ld, nd, args.spacing)]
     for model in args.models:
-        method, meta = load_checkpoint(model, inference_only=True)
-        w = meta.get("hu_window") or [-1000.0, 1000.0]
-        scale = int(meta.get("scale", 1))
+        den = Denoiser.load(model)
+        meta, scale = den.meta, den.scale
         inp = ld if scale == 1 else area_down(ld, scale)
         if scale > 1:
             up = F.interpolate(torch.from_numpy(inp[:, None]), scale_factor=scale, mode="bicubic")[
                 :, 0
             ].numpy()
             rows.append(row(f"low dose x{scale} bicubic", up, nd, args.spacing))
-        out = predict_volume(
-            method.inference_module(),
-            inp,
-            window=Window(float(w[0]), float(w[1]), "net"),
-            scale=scale,
-            channels=int(meta.get("channels", 1)),
-        )
+        out = den.denoise_array(inp)
         net = (meta.get("network") or {}).get("name", "?")
         rows.append(row(f"{meta.get('method')}/{net} step {meta.get('step')}", out, nd, args.spacing))
     print("soft tissue window [-160, 240] HU (data range 400); noise in flat body soft tissue")

@@ -130,10 +130,10 @@ class Family:
     """One model, or several trained leaving out different patients (scored leave-one-patient-out)."""
 
     def __init__(self, label: str, specs: list[str], self_ensemble: bool = False):
-        from ldct.model_zoo import load_model
+        from ldct import Denoiser
 
         self.label, self.self_ensemble = label, self_ensemble
-        self.members = [load_model(s) for s in specs]
+        self.members = [Denoiser.load(s) for s in specs]
         self.seen = [set(((m.meta.get("data_summary") or {}).get("split") or {}).get("train") or [])
                      for m in self.members]
 
@@ -144,14 +144,11 @@ class Family:
         return self.members[0], True
 
     def __call__(self, patient: str, qd: np.ndarray) -> tuple[np.ndarray, bool]:
-        from ldct.infer import predict_volume
-
         m, seen = self.for_patient(patient)
         dose = 0.25 if m.dose_conditioned else None
 
         def run(x: np.ndarray) -> np.ndarray:
-            return predict_volume(m.module, np.ascontiguousarray(x), window=m.window, dose=dose, batch_size=2,
-                                  channels=m.channels)
+            return m.denoise_array(np.ascontiguousarray(x), dose, batch_size=2)
 
         if not self.self_ensemble:
             return run(qd), seen

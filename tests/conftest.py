@@ -13,6 +13,9 @@ SAMPLE_DICOM = ROOT / "src" / "ldct" / "sample_data" / "abdomen_dicom"
 
 # Keep tests predictable on a 2-core CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# `ldct denoise` runs on ONNX Runtime by default on the CPU, after exporting each new model once (~20 s);
+# most tests train throw-away models, so they run on PyTorch. tests/test_onnx_backend.py tests the default.
+os.environ.setdefault("LDCT_BACKEND", "torch")
 
 
 @pytest.fixture(scope="session")

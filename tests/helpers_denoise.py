@@ -35,9 +35,10 @@ def correlated_noise(shape: tuple[int, ...], std: float, rng: np.random.Generato
 
 def train_small_model(shared_data: Path, out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
     """Train and export the test model to ``out_dir`` (a model folder); returns ``out_dir``."""
-    from ldct.engine.checkpoint import MODEL_KIND, make_meta, save_weights
+    from ldct.engine.checkpoint import make_meta
     from ldct.hu import hu_to_net
     from ldct.methods.supervised import Supervised
+    from ldct.models.files import MODEL_KIND, save_weights
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

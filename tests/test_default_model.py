@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import struct
 
-from ldct.infer import predict_volume
+from ldct import Denoiser
 from ldct.io import read_volume
 from ldct.metrics import compute_metrics
-from ldct.model_zoo import bundled_dir, load_model
+from ldct.model_zoo import bundled_dir
 from ldct.simulate import simulate_low_dose
 
 
@@ -29,8 +29,8 @@ def test_default_model_denoises_the_held_out_sample_at_25_percent(sample_dicom):
     # the bundled sample patient (abdomen, Siemens Br38f) was held out of the default model's training
     nd = read_volume(sample_dicom).data[8:10]
     ld = simulate_low_dose(nd, 0.25, pixel_spacing_mm=0.9765625, seed=3)
-    model = load_model("default")
-    out = predict_volume(model.module, ld, window=model.window, batch_size=2)
+    model = Denoiser.load("default")
+    out = model.denoise_array(ld, batch_size=2)
     assert out.shape == nd.shape
     gain = [compute_metrics(o, n)["psnr_soft_tissue"] - compute_metrics(i, n)["psnr_soft_tissue"]
             for o, i, n in zip(out, ld, nd, strict=True)]

@@ -239,8 +239,8 @@ def test_bad_tiling_and_unknown_model(model_dir, tmp_path, capsys):
 
 def _dose_model(tmp_path: Path) -> Path:
     """A dose-conditioned encoder-decoder (tiny NAFNet family) with fixed random dose heads."""
-    from ldct.engine.checkpoint import MODEL_KIND, save_weights
-    from ldct.engine.specs import build_network
+    from ldct.models.files import MODEL_KIND, save_weights
+    from ldct.models.specs import build_network
 
     torch.manual_seed(0)
     spec = {"name": "encdec", "dose_conditioned": True, "dose_hidden": 8,

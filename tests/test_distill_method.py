@@ -8,6 +8,8 @@ dose is measurably worse on a patient the model never saw, and checkpoints round
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +26,8 @@ from helpers_distill import (
 )
 
 import ldct.methods  # noqa: F401  (registers the methods)
-from ldct.engine.checkpoint import export_model, load_checkpoint
+from ldct import Denoiser
+from ldct.engine.checkpoint import load_checkpoint
 from ldct.errors import LdctError
 from ldct.hu import hu_to_net, net_to_hu
 
@@ -68,6 +71,12 @@ def student(abdomen, teacher_run):
     return before, s
 
 
+def _predict(method, x: torch.Tensor, dose: torch.Tensor) -> torch.Tensor:
+    """The method's denoising network on a network-range batch (what ``ldct denoise`` runs), no grad."""
+    with torch.no_grad():
+        return method.denoiser().forward(x, dose)
+
+
 def _soft_rmse(pred: torch.Tensor, nd: torch.Tensor) -> float:
     a = net_to_hu(pred).clamp(*SOFT)
     b = net_to_hu(nd).clamp(*SOFT)
@@ -98,10 +107,10 @@ def test_conditioned_student_starts_as_the_teacher_and_dose_then_matters(teacher
     with torch.no_grad():
         t_out = fresh.nets["teacher"](batch["ld"])
         for d in (0.1, 0.7):  # identity modulation at initialisation: any dose gives the teacher's output
-            assert torch.allclose(fresh.predict(batch["ld"], torch.full((4,), d)), t_out, atol=1e-6)
+            assert torch.allclose(_predict(fresh, batch["ld"], torch.full((4,), d)), t_out, atol=1e-6)
         _, s = student
-        lo = s.predict(batch["ld"], torch.full((4,), 0.1))
-        hi = s.predict(batch["ld"], torch.full((4,), 0.7))
+        lo = _predict(s, batch["ld"], torch.full((4,), 0.1))
+        hi = _predict(s, batch["ld"], torch.full((4,), 0.7))
     assert float((net_to_hu(lo) - net_to_hu(hi)).abs().mean()) > 1.0  # HU
 
 
@@ -115,8 +124,8 @@ def test_wrong_dose_is_measurably_worse_on_a_held_out_patient(student, mayo):
     for true, wrong in ((0.1, 0.7), (0.7, 0.1)):
         batch = mayo.crops(32, 64, np.random.default_rng(7), [true])
         with torch.no_grad():
-            right_err = _soft_rmse(s.predict(batch["ld"], torch.full((32,), true)), batch["nd"])
-            wrong_err = _soft_rmse(s.predict(batch["ld"], torch.full((32,), wrong)), batch["nd"])
+            right_err = _soft_rmse(_predict(s, batch["ld"], torch.full((32,), true)), batch["nd"])
+            wrong_err = _soft_rmse(_predict(s, batch["ld"], torch.full((32,), wrong)), batch["nd"])
         assert wrong_err > 1.05 * right_err, (true, right_err, wrong_err)
 
 
@@ -134,7 +143,7 @@ def test_ablation_ignores_the_dose_and_decoder_finetuning_is_opt_in(teacher_run,
     assert all(torch.equal(v, weights_of(ab.nets["teacher"])[k]) for k, v in teacher_before.items())
     ab.train(False)
     x = abdomen.crops(2, 48, np.random.default_rng(0), [0.1])["ld"]
-    assert torch.equal(ab.predict(x, torch.full((2,), 0.1)), ab.predict(x, torch.full((2,), 0.7)))
+    assert torch.equal(_predict(ab, x, torch.full((2,), 0.1)), _predict(ab, x, torch.full((2,), 0.7)))
 
 
 def test_anatomy_prior_default_teacher_encoder_and_user_weights(teacher_run, abdomen):
@@ -155,13 +164,46 @@ def test_checkpoint_round_trip_and_export_keep_dose_conditioning(student, tmp_pa
     run = save_run(tmp_path / "student", s, "distill", {"teacher": s.teacher_path, "lr": 5e-3}, 150)
     loaded, meta = load_checkpoint(run)
     assert meta["dose_conditioned"] is True and meta["network"]["name"] == "encdec"
-    exported, _ = load_checkpoint(export_model(run, tmp_path / "model"))
+    exported = Denoiser.load(Denoiser.load(run).save(tmp_path / "model"))
+    assert exported.dose_conditioned is True and exported.network == "encdec"
+    with pytest.raises(LdctError, match="Denoiser.load"):  # an exported model holds no whole method
+        load_checkpoint(tmp_path / "model")
     x = mayo.crops(2, 40, np.random.default_rng(1), [0.1])["ld"]
     for d in (0.1, 0.7):
         dose = torch.full((2,), d)
-        ref = s.predict(x, dose)
-        assert torch.equal(loaded.predict(x, dose), ref)
-        assert torch.equal(exported.predict(x, dose), ref)
+        ref = _predict(s, x, dose)
+        assert torch.equal(_predict(loaded, x, dose), ref)
+        with torch.no_grad():
+            assert torch.equal(exported.forward(x, dose), ref)
+
+
+def test_distillation_run_denoises_after_its_teacher_folder_is_deleted(teacher_run, abdomen, mayo, tmp_path):
+    """A distillation run is self-contained: the student's network (encoder + the teacher's decoder) is all
+    ``Denoiser.load`` builds, so deleting the teacher's run folder changes nothing for denoising."""
+    teacher = shutil.copytree(teacher_run, tmp_path / "teacher")
+    torch.manual_seed(0)
+    args = {"teacher": str(teacher), "lr": 2e-3}
+    s = build("distill", args)
+    train(s, abdomen, 3, size=CROP, doses=list(TEST_DOSES), seed=1)
+    s.train(False)
+    run = save_run(tmp_path / "distill", s, "distill", args, 3)
+    x = mayo.crops(2, 40, np.random.default_rng(1), [0.1])["ld"]
+    dose = torch.full((2,), 0.25)
+    ref = _predict(s, x, dose)
+    shutil.rmtree(teacher)
+    assert not teacher.exists()
+    den = Denoiser.load(run)
+    assert den.method == "distill" and den.dose_conditioned is True
+    with torch.no_grad():
+        assert torch.equal(den.forward(x, dose), ref)
+    from ldct.cli import main
+
+    vol = net_to_hu(mayo.crops(3, 48, np.random.default_rng(2), [0.1])["ld"])[:, 0].numpy()
+    np.save(tmp_path / "ld.npy", vol)
+    cmd = ["denoise", str(tmp_path / "ld.npy"), "-o", str(tmp_path / "out.npy"), "--model", str(run)]
+    assert main(cmd + (["--dose", "0.25"] if den.dose_conditioned else [])) == 0
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == vol.shape and np.isfinite(out).all()
 
 
 def test_bad_teachers_are_clear_errors(tmp_path, abdomen, teacher_run):
@@ -240,7 +282,7 @@ def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_f
     dose = torch.full((16,), 0.1)
     s.train(False)
     with torch.no_grad():
-        assert torch.allclose(s.predict(held_out["ld"], dose), held_out["ld"], atol=1e-6)
+        assert torch.allclose(_predict(s, held_out["ld"], dose), held_out["ld"], atol=1e-6)
     ref_before, all_before = weights_of(net.reference), weights_of(net)
     s.train(True)
     train(s, abdomen, 200, size=CROP, doses=list(TEST_DOSES), seed=1)
@@ -250,13 +292,13 @@ def test_residual_student_starts_at_its_input_then_beats_it_with_the_reference_f
     assert not net.reference.training and net.training
     s.train(False)
     with torch.no_grad():
-        out = s.predict(held_out["ld"], dose)
+        out = _predict(s, held_out["ld"], dose)
     ld_err, out_err = _soft_rmse(held_out["ld"], held_out["nd"]), _soft_rmse(out, held_out["nd"])
     assert out_err < 0.9 * ld_err, (ld_err, out_err)
     run = save_run(tmp_path / "res", s, "distill", args, 200)
     loaded, meta = load_checkpoint(run)
     assert meta["network"]["output"] == "residual"
-    assert torch.equal(loaded.predict(held_out["ld"], dose), out)
+    assert torch.equal(_predict(loaded, held_out["ld"], dose), out)
 
 
 def test_dose_balanced_loss_weights_each_sample_by_its_inverse_input_error(teacher_run, abdomen):
@@ -295,7 +337,7 @@ def test_learned_blend_keeps_more_of_the_input_at_higher_dose(teacher_run, abdom
         held_out = mayo.crops(16, 64, np.random.default_rng(11), [d])
         dose = torch.full((16,), d)
         with torch.no_grad():
-            out = s.predict(held_out["ld"], dose)
+            out = _predict(s, held_out["ld"], dose)
             decoded = net.decode(net.encode(held_out["ld"], dose))
         assert torch.allclose(out, net.blend_weight(d) * held_out["ld"] + (1 - net.blend_weight(d)) * decoded,
                               atol=1e-5)
@@ -324,10 +366,10 @@ def test_dose_blend_keeps_the_dose_fraction_of_the_input(teacher_run, mayo):
     x = mayo.crops(4, 48, np.random.default_rng(5), [0.1])["ld"]
     dose = torch.tensor([0.1, 0.25, 0.5, 1.0])
     with torch.no_grad():
-        assert torch.allclose(s.predict(x, dose), x, atol=1e-6)  # untrained: y = x
+        assert torch.allclose(_predict(s, x, dose), x, atol=1e-6)  # untrained: y = x
         torch.nn.init.normal_(net.net.head.weight, std=0.5)  # any encoder change moves y off x
         y = x + net.decode(net.encode(x, dose)) - net.reference(x)
-        out = s.predict(x, dose)
+        out = _predict(s, x, dose)
     assert not torch.allclose(y, x, atol=1e-3)
     assert torch.allclose(out, dose.view(-1, 1, 1, 1) * x + (1 - dose.view(-1, 1, 1, 1)) * y, atol=1e-5)
     assert torch.equal(out[3], x[3])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pydicom
 import pytest
 
+from ldct import Denoiser
 from ldct.cli import main
 from ldct.infer.domain import domain_warnings, kernel_sharpness, training_domain
 from ldct.io import read_volume
-from ldct.model_zoo import load_model
 
 
 def test_kernel_sharpness_across_vendors():
@@ -19,7 +19,7 @@ def test_kernel_sharpness_across_vendors():
 
 
 def test_bundled_model_knows_its_training_domain():
-    dom = training_domain(load_model("default").meta)
+    dom = training_domain(Denoiser.load("default").meta)
     assert dom["pixel_spacing_mm"] == [0.488, 3.0]
     assert dom["sharpness"] == [30.0, 45.0]  # L067 B30f/D45f ("smooth"/"sharp"), chest B40f, head STD+
 
@@ -45,7 +45,7 @@ def _slice(shared_data, folder, spacing=None, kernel=None):
 ])
 def test_scan_far_from_training_data_is_flagged(shared_data, tmp_path, spacing, kernel, expect):
     vol = read_volume(_slice(shared_data, tmp_path, spacing, kernel))
-    got = domain_warnings(vol, load_model("default").meta)
+    got = domain_warnings(vol, Denoiser.load("default").meta)
     assert len(got) == len(expect), got
     for w, e in zip(got, expect, strict=True):
         assert e in w

@@ -14,7 +14,8 @@ import torch
 from helpers_engine import bundle, tiny_recipe
 from safetensors.torch import load_file, save_file
 
-from ldct.engine.checkpoint import export_model, load_checkpoint, load_train_state
+from ldct import Denoiser
+from ldct.engine.checkpoint import load_checkpoint, load_train_state
 from ldct.engine.loop import TrainingDiverged, TrainingInterrupted, train
 from ldct.engine.validate import validate
 from ldct.errors import LdctError
@@ -55,12 +56,13 @@ def test_short_run_learns_and_writes_the_run_folder(run40):
     assert sorted(p.name for p in ckpts.glob("step_*")) == ["step_0000030", "step_0000040"]  # keep_checkpoints=2
     assert (ckpts / "last").read_text().strip() == "step_0000040"
     assert (ckpts / "best").read_text().strip() in ("step_0000020", "step_0000040")
-    from ldct.engine.checkpoint import last_step, resolve_checkpoint  # the pointer files are model paths too
+    from ldct.engine.checkpoint import last_step
+    from ldct.models.files import resolve_weights  # the pointer files are model paths too
 
     assert last_step(run_dir) == 40 and last_step(run_dir / "no_such_run") == -1
 
-    assert resolve_checkpoint(ckpts / "last") == ckpts / "step_0000040" / "weights.safetensors"
-    assert resolve_checkpoint(ckpts / "best").parent.name == (ckpts / "best").read_text().strip()
+    assert resolve_weights(ckpts / "last") == ckpts / "step_0000040" / "weights.safetensors"
+    assert resolve_weights(ckpts / "best").parent.name == (ckpts / "best").read_text().strip()
     for name in ("config.yaml", "figures/loss.png", "figures/val_metrics.png", "figures/samples/step_0000040.png"):
         assert (run_dir / name).stat().st_size > 0, name
     assert list((run_dir / "logs" / "tensorboard").glob("events.out.tfevents.*"))
@@ -86,20 +88,26 @@ def test_loaded_checkpoint_reproduces_validation_and_exports(run40, tmp_path):
     metrics, _ = validate(method, data.val, fabric=Fabric(accelerator="cpu", devices=1), window=_window(meta))
     assert metrics["val/psnr_soft_tissue"] == pytest.approx(meta["metrics"]["val/psnr_soft_tissue"], abs=1e-4)
 
-    out = export_model(run_dir / "checkpoints" / "step_0000040", tmp_path / "model")
+    out = Denoiser.load(run_dir / "checkpoints" / "step_0000040").save(tmp_path / "model")
     weights = load_file(str(out / "weights.safetensors"))
     assert weights and all(k.startswith("net.") for k in weights)
-    exported, emeta = load_checkpoint(out)
+    exported = Denoiser.load(out)
+    emeta = exported.meta
     assert emeta["kind"] == "ldct-model" and emeta["network"] == meta["network"]
+    with pytest.raises(LdctError, match="Denoiser.load"):  # an exported model holds the denoising network only
+        load_checkpoint(out)
     x = data.val[0]["ld"][None]
-    assert torch.equal(exported.predict(x), method.predict(x))
+    with torch.no_grad():
+        ref = method.denoiser().forward(x)
+        assert torch.equal(exported.forward(x), ref)
 
     # a lone weights file carries its metadata in the safetensors header
     lone = tmp_path / "lone" / "denoiser.safetensors"
     lone.parent.mkdir()
     shutil.copy(out / "weights.safetensors", lone)
-    alone, _ = load_checkpoint(lone)
-    assert torch.equal(alone.predict(x), method.predict(x))
+    alone = Denoiser.load(lone)
+    with torch.no_grad():
+        assert torch.equal(alone.forward(x), ref)
 
 
 def _window(meta):

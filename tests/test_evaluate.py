@@ -11,6 +11,7 @@ import torch
 from test_data_datasets import make_pairs
 from torch import nn
 
+from ldct import Denoiser
 from ldct.baselines import gaussian_filter_hu
 from ldct.data import build_datasets
 from ldct.evaluation import evaluate, summarize, summary_table, write_results
@@ -45,7 +46,7 @@ def bundle(shared_data, tmp_path_factory):
 
 
 def test_low_dose_row_equals_compute_metrics(bundle, tmp_path):
-    res = evaluate(Identity(), bundle.test, name="identity", bm3d_max_slices=1)
+    res = evaluate(Denoiser(Identity()), bundle.test, name="identity", bm3d_max_slices=1)
     n = len(bundle.test)
     assert n == 3
     by = {(r["method"], r["slice_index"]): r for r in res.rows}
@@ -96,12 +97,12 @@ def test_low_dose_row_equals_compute_metrics(bundle, tmp_path):
 
 def test_dose_is_passed_to_dose_conditioned_models(bundle):
     spy = DoseSpy()
-    res = evaluate(spy, bundle.test, name="blur", baselines=["low-dose"], dose_conditioned=True)
+    res = evaluate(Denoiser(spy, dose_conditioned=True), bundle.test, name="blur", baselines=["low-dose"])
     assert spy.doses and set(spy.doses) == {0.25}
     assert res.row("blur")["psnr_soft_tissue"] > res.row("low-dose")["psnr_soft_tissue"]
     plain = DoseSpy()
     with pytest.raises(AttributeError):  # not dose-conditioned: no dose is passed
-        evaluate(plain, bundle.test, baselines=False)
+        evaluate(Denoiser(plain), bundle.test, baselines=False)
 
 
 def test_evaluate_command_on_a_trained_run(shared_data, tmp_path, capsys):

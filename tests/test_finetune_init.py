@@ -6,10 +6,10 @@ import pytest
 from helpers_engine import bundle, write_paired_folders
 from safetensors.torch import load_file
 
+from ldct import Denoiser
 from ldct.cli import main
 from ldct.engine.config import load_recipe, validate_recipe
 from ldct.engine.loop import train
-from ldct.model_zoo import load_model
 
 
 def _default_like(steps: int, lr: float) -> dict:
@@ -20,7 +20,7 @@ def _default_like(steps: int, lr: float) -> dict:
 
 
 def test_init_starts_from_the_bundled_weights_and_moves_from_there(tmp_path, shared_data):
-    ref = {k.removeprefix("net."): v for k, v in load_model("default").module.state_dict().items()}
+    ref = {k.removeprefix("net."): v for k, v in Denoiser.load("default").net.state_dict().items()}
     run = train(_default_like(2, 1e-4), data=None, out=tmp_path / "ft", datasets=bundle(shared_data), init="default")
     got = {k.removeprefix("net."): v for k, v in load_file(str(run / "checkpoints" / "step_0000002" /
                                                                 "weights.safetensors")).items()}

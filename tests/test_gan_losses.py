@@ -119,8 +119,9 @@ def test_image_pool_size_zero_passes_through():
 @pytest.fixture(scope="module")
 def teacher_checkpoint(tmp_path_factory):
     """A (small, untrained) autoencoder saved the way ldct saves checkpoints."""
-    from ldct.engine.checkpoint import make_meta, save_weights
+    from ldct.engine.checkpoint import make_meta
     from ldct.methods.supervised import Supervised
+    from ldct.models.files import save_weights
 
     torch.manual_seed(0)
     method = Supervised(net={"name": "autoencoder", "channels": [4, 8, 8]}, loss="l1")

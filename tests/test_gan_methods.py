@@ -110,7 +110,7 @@ def test_wgan_gp_two_steps(shared_data):
         assert lg["loss_d"] == pytest.approx(-lg["wasserstein"] + lg["gp"], abs=1e-5)
     assert all(p.requires_grad for p in method.nets["D"].parameters())  # unfrozen after the G step
     assert method.inference_net == "G" and method.scale == 1
-    out = method.predict(batch["ld"])
+    out = method.denoiser().forward(batch["ld"])
     assert out.shape == batch["nd"].shape
 
 
@@ -127,7 +127,7 @@ def test_srgan_two_steps(shared_data, scale):
         check_logs(lg, ("g_content", "g_adv", "loss_d", "d_real", "d_fake"))
         assert 0.0 < lg["d_real"] < 1.0 and 0.0 < lg["d_fake"] < 1.0  # probabilities (vanilla GAN)
         assert lg["loss_g"] == pytest.approx(lg["g_content"] + 1e-3 * lg["g_adv"], rel=1e-5)
-    assert method.predict(batch["ld"]).shape == batch["nd"].shape
+    assert method.denoiser().forward(batch["ld"]).shape == batch["nd"].shape
 
 
 def test_srgan_pretraining_leaves_d_alone(shared_data):
@@ -168,7 +168,7 @@ def test_pix2pix_two_steps_rgb_photo_lsgan():
     logs = [method.training_step(batch, step) for step in range(2)]
     check_gan_phases(rec, ["G"], ["D"], ["D", "G"], calls=2)
     check_logs(logs[-1], ("g_content", "g_adv", "loss_d"))
-    assert method.predict(batch["ld"]).shape == (2, 3, 64, 64)
+    assert method.denoiser().forward(batch["ld"]).shape == (2, 3, 64, 64)
 
 
 def test_cyclegan_two_steps_unpaired(shared_data):

@@ -51,8 +51,9 @@ ALIAS_BOMB = "".join(
 def save_model(out: Path, *, net: dict | None = None, photos: bool = False,
                fill: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Path:
     """An exported model folder (weights.safetensors + meta.json) written by ldct's own functions."""
-    from ldct.engine.checkpoint import MODEL_KIND, make_meta, save_weights
+    from ldct.engine.checkpoint import make_meta
     from ldct.methods.supervised import Supervised
+    from ldct.models.files import MODEL_KIND, save_weights
 
     torch.manual_seed(0)
     args = {"net": dict(net or TINY_NET), "loss": "l1", "lr": 1e-3, "scheduler": None}

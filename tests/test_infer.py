@@ -9,17 +9,16 @@ import pytest
 import torch
 from helpers_denoise import correlated_noise, mayo_slice, trained_model
 
-from ldct.engine.specs import build_network
+from ldct import Denoiser
 from ldct.errors import LdctError
 from ldct.hu import DEFAULT_NET_WINDOW, Window, hu_to_net, net_to_hu
-from ldct.infer import iter_predict, predict_volume, tile_starts, tiled_forward
-from ldct.infer.tiling import edge_weights, margin_of
-from ldct.model_zoo import load_model
+from ldct.models.specs import build_network
+from ldct.tiling import edge_weights, margin_of, tile_starts, tiled_forward
 
 
 @pytest.fixture(scope="module")
 def model(shared_data, tmp_path_factory):
-    return load_model(str(trained_model(shared_data, tmp_path_factory.getbasetemp())))
+    return Denoiser.load(str(trained_model(shared_data, tmp_path_factory.getbasetemp())))
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +54,19 @@ def test_tiled_equals_whole_slice_redcnn(noisy_crop):
     torch.manual_seed(0)
     net = build_network({"name": "redcnn", "channels": 4})
     ld = noisy_crop[1][:1, :176, :200]
-    whole = predict_volume(net, ld, window=DEFAULT_NET_WINDOW, batch_size=2)
-    tiled = predict_volume(net, ld, window=DEFAULT_NET_WINDOW, batch_size=2, tile=120, overlap=56)
+    den = Denoiser(net, window=DEFAULT_NET_WINDOW)
+    whole = den.denoise_array(ld, batch_size=2)
+    tiled = den.denoise_array(ld, batch_size=2, tile=120, overlap=56)
     assert margin_of(56) >= 20
     np.testing.assert_allclose(tiled, whole, atol=0.02)  # HU; float32 rounding only
-    seams = predict_volume(net, ld, window=DEFAULT_NET_WINDOW, batch_size=2, tile=120, overlap=8)
+    seams = den.denoise_array(ld, batch_size=2, tile=120, overlap=8)
     assert np.abs(seams - whole).max() > 0.5
 
 
 def test_tiled_equals_whole_slice_trained_model(model, noisy_crop):
     _, ld = noisy_crop
-    whole = predict_volume(model.module, ld, window=model.window)
-    tiled = predict_volume(model.module, ld, window=model.window, tile=64, overlap=24)
+    whole = model.denoise_array(ld)
+    tiled = model.denoise_array(ld, tile=64, overlap=24)
     np.testing.assert_allclose(tiled, whole, atol=0.02)
 
 
@@ -78,7 +78,7 @@ def test_hu_outside_the_window_is_preserved(model, noisy_crop):
     yy, xx = np.mgrid[: ld.shape[1], : ld.shape[2]]
     metal = (yy - 116) ** 2 + (xx - 140) ** 2 <= 6**2
     ld[1][metal] = 3000.0
-    out = predict_volume(model.module, ld, window=model.window)
+    out = model.denoise_array(ld)
     bone = (nd[0] > 1150) & (ld[0] > 1150)
     assert bone.sum() > 100
     assert abs(float(out[0][bone].mean() - nd[0][bone].mean())) < 40.0
@@ -86,7 +86,7 @@ def test_hu_outside_the_window_is_preserved(model, noisy_crop):
     core = (yy - 116) ** 2 + (xx - 140) ** 2 <= 3**2
     assert np.all(np.abs(out[1][core] - 3000.0) < 60.0)
     with torch.no_grad():
-        naive = net_to_hu(model.module(hu_to_net(torch.from_numpy(ld[1:2, None]), model.window)), model.window)
+        naive = net_to_hu(model.net(hu_to_net(torch.from_numpy(ld[1:2, None]), model.window)), model.window)
     assert float(naive[0, 0][torch.from_numpy(core)].max()) < 1100.0
     # inside the window the output is exactly the network's (the correction adds nothing there)
     inside = torch.from_numpy((ld[1] > -990) & (ld[1] < 990))
@@ -100,7 +100,7 @@ def test_narrow_window_model_keeps_everything_outside_its_window(noisy_crop):
     net = build_network({"name": "dncnn", "depth": 3, "width": 8, "batch_norm": False})
     win = Window(-160.0, 240.0, "net")
     _, ld = noisy_crop
-    out = predict_volume(net, ld, window=win)
+    out = Denoiser(net, window=win).denoise_array(ld)
     with torch.no_grad():
         pred = net_to_hu(net(hu_to_net(torch.from_numpy(ld[:, None]), win)), win)[:, 0].numpy()
     np.testing.assert_allclose(out, ld + (pred - np.clip(ld, win.lo, win.hi)), atol=0.02)
@@ -113,15 +113,15 @@ def test_streaming_batches_and_memmap(model, noisy_crop, tmp_path):
     path = tmp_path / "vol.npy"
     np.save(path, vol)
     mm = np.load(path, mmap_mode="r")
-    starts = [(s, b.shape) for s, b in iter_predict(model.module, mm, window=model.window, batch_size=3)]
+    starts = [(s, b.shape) for s, b in model.iter_slices(mm, batch_size=3)]
     assert starts == [(0, (3,) + vol.shape[1:]), (3, (1,) + vol.shape[1:])]
     calls = []
-    a = predict_volume(model.module, mm, window=model.window, batch_size=3, progress=lambda d, t: calls.append((d, t)))
-    b = predict_volume(model.module, vol, window=model.window, batch_size=1)
+    a = model.denoise_array(mm, batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    b = model.denoise_array(vol, batch_size=1)
     assert calls == [(3, 4), (4, 4)]
     np.testing.assert_allclose(a, b, atol=1e-3)
     np.testing.assert_array_equal(np.load(path), vol)  # input untouched
-    single = predict_volume(model.module, vol[1], window=model.window)
+    single = model.denoise_array(vol[1])
     assert single.shape == vol.shape[1:]
     np.testing.assert_allclose(single, b[1], atol=1e-3)
 
@@ -132,7 +132,7 @@ def test_neighbouring_slices_as_channels(noisy_crop):
     net = build_network({"name": "dncnn", "in_channels": 3, "depth": 3, "width": 8, "batch_norm": False})
     _, ld = noisy_crop
     vol = np.stack([ld[0], ld[1], ld[0][::-1].copy()])[:, :64, :96]
-    out = predict_volume(net, vol, window=DEFAULT_NET_WINDOW, channels=3, batch_size=2)
+    out = Denoiser(net, window=DEFAULT_NET_WINDOW, channels=3).denoise_array(vol, batch_size=2)
     for k, idx in enumerate(([0, 0, 1], [0, 1, 2], [1, 2, 2])):
         with torch.no_grad():
             y = net(hu_to_net(torch.from_numpy(vol[idx][None]), DEFAULT_NET_WINDOW))[0, 1]
@@ -146,7 +146,7 @@ def test_super_resolution_scale(noisy_crop):
     _, ld = noisy_crop
     ld = ld[:, :64, :80].copy()
     ld[0, 10:14, 10:14] = 2500.0
-    out = predict_volume(net, ld, window=DEFAULT_NET_WINDOW, scale=2)
+    out = Denoiser(net, window=DEFAULT_NET_WINDOW, scale=2).denoise_array(ld)
     assert out.shape == (2, 128, 160) and np.isfinite(out).all()
     assert out[0, 22:26, 22:26].min() > 2000.0  # excess above the window upsampled and added back
 
@@ -154,24 +154,24 @@ def test_super_resolution_scale(noisy_crop):
 def test_bad_arguments(model):
     x = np.zeros((1, 64, 64), np.float32)
     with pytest.raises(LdctError, match="batch-size"):
-        predict_volume(model.module, x, window=model.window, batch_size=0)
+        model.denoise_array(x, batch_size=0)
     with pytest.raises(LdctError, match="overlap"):
-        predict_volume(model.module, x, window=model.window, tile=64, overlap=40)
+        model.denoise_array(x, tile=64, overlap=40)
     with pytest.raises(LdctError, match="precision"):
-        predict_volume(model.module, x, window=model.window, precision="8")
+        model.denoise_array(x, precision="8")
     bad = x.copy()
     bad[0, 3, 3] = np.nan
     with pytest.raises(LdctError, match="NaN"):
-        predict_volume(model.module, bad, window=model.window)
+        model.denoise_array(bad)
     if not torch.cuda.is_available():
         with pytest.raises(LdctError, match="no CUDA"):
-            predict_volume(model.module, x, window=model.window, device="cuda")
+            model.denoise_array(x, device="cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["bf16", "16"])
 def test_mixed_precision_on_gpu(model, noisy_crop, precision):
     _, ld = noisy_crop
-    ref = predict_volume(model.module, ld, window=model.window, device="cpu")
-    out = predict_volume(model.module, ld, window=model.window, device="cuda", precision=precision)
+    ref = model.denoise_array(ld, device="cpu")
+    out = model.denoise_array(ld, device="cuda", precision=precision)
     assert np.abs(out - ref).mean() < 3.0  # HU

@@ -14,9 +14,10 @@ import torch
 from helpers_denoise import trained_model
 from safetensors.torch import save_file
 
+from ldct import Denoiser
 from ldct.cli import main
 from ldct.errors import LdctError
-from ldct.model_zoo import bundled_dir, find_model, list_models, load_model
+from ldct.model_zoo import bundled_dir, find_model, list_models
 
 
 class _Trap:
@@ -43,13 +44,13 @@ def user_models(tmp_path, monkeypatch):
 
 
 def test_model_folder_and_weights_file_load(model_dir):
-    m = load_model(str(model_dir))
+    m = Denoiser.load(str(model_dir))
     assert (m.method, m.network, m.scale, m.dose_conditioned) == ("supervised", "dncnn", 1, False)
     assert (m.window.lo, m.window.hi) == (-1000.0, 1000.0)
-    w = load_model(str(model_dir / "weights.safetensors"))
+    w = Denoiser.load(str(model_dir / "weights.safetensors"))
     x = torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(m.module(x), w.module(x))
+        torch.testing.assert_close(m.net(x), w.net(x))
 
 
 def test_user_models_by_name_and_listing(model_dir, user_models):
@@ -58,9 +59,9 @@ def test_user_models_by_name_and_listing(model_dir, user_models):
     assert found["liver"].where == "user" and found["liver"].network == "dncnn"
     assert found["liver"].size_mb == pytest.approx((model_dir / "weights.safetensors").stat().st_size / 1e6)
     assert found["liver"].doses == "0.25" and "Mayo" in found["liver"].trained_on
-    assert load_model("liver").name == "liver"
+    assert Denoiser.load("liver").name == "liver"
     with pytest.raises(LdctError, match="unknown model 'kidney'.*liver"):
-        load_model("kidney")
+        Denoiser.load("kidney")
 
 
 def test_models_command_lists_user_models(model_dir, user_models, capsys):
@@ -76,24 +77,24 @@ def test_install_user_model_from_a_run(model_dir, user_models, tmp_path, capsys)
     (run / "checkpoints" / "last").write_text("step_0000060\n")
     assert main(["models", "--add", str(run), "--name", "kidney-v1.2"]) == 0
     assert (user_models / "kidney-v1.2" / "weights.safetensors").is_file()
-    m = load_model("kidney-v1.2")  # a name with dots is still a name
-    ref = load_model(str(model_dir))
+    m = Denoiser.load("kidney-v1.2")  # a name with dots is still a name
+    ref = Denoiser.load(str(model_dir))
     x = torch.linspace(-1, 1, 48 * 48).reshape(1, 1, 48, 48)
     with torch.no_grad():
-        torch.testing.assert_close(m.module(x), ref.module(x))
+        torch.testing.assert_close(m.net(x), ref.net(x))
     assert main(["models", "--add", str(run), "--name", "kidney-v1.2"]) == 2  # exists, no --overwrite
     assert main(["models", "--add", str(run), "--name", "../evil"]) == 2
     capsys.readouterr()
 
 
 def test_bundling_a_default_model(model_dir, user_models, tmp_path, monkeypatch, capsys):
-    """How the shipped default is made: install_model(RUN, "default", bundled=True) (here into a copy)."""
+    """How the shipped default is made: Denoiser.load(RUN).install("default", bundled=True) (here into a copy)."""
     import ldct.model_zoo as zoo
 
     monkeypatch.setattr(zoo, "bundled_dir", lambda: tmp_path / "weights")
-    w = zoo.install_model(model_dir, "default", bundled=True)
+    w = Denoiser.load(model_dir).install("default", bundled=True)
     assert w == tmp_path / "weights" / "default.safetensors" and (tmp_path / "weights" / "default.json").is_file()
-    m = load_model(None)
+    m = Denoiser.load(None)
     assert (m.name, m.network) == ("default", "dncnn")
     assert [(i.name, i.where) for i in list_models()] == [("default", "bundled")]
     assert main(["models"]) == 0
@@ -102,11 +103,11 @@ def test_bundling_a_default_model(model_dir, user_models, tmp_path, monkeypatch,
 
 def test_default_model_bundled_or_clear_error(user_models):
     if (bundled_dir() / "default.safetensors").is_file():
-        m = load_model(None)
-        assert m.name == "default" and m.module is not None
+        m = Denoiser.load(None)
+        assert m.name == "default" and m.net is not None
     else:
         with pytest.raises(LdctError, match="no bundled model named 'default' is installed"):
-            load_model(None)
+            Denoiser.load(None)
 
 
 def test_run_folder_loads_best_checkpoint(model_dir, tmp_path):
@@ -115,7 +116,7 @@ def test_run_folder_loads_best_checkpoint(model_dir, tmp_path):
     shutil.copytree(model_dir, ck)
     meta = json.loads((ck / "meta.json").read_text())
     (run / "checkpoints" / "last").write_text("step_0000060\n")
-    assert load_model(str(run)).network == meta["network"]["name"]
+    assert Denoiser.load(str(run)).network == meta["network"]["name"]
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".safetensors", ""])
@@ -128,7 +129,7 @@ def test_pickles_are_refused_and_never_unpickled(tmp_path, suffix, capsys):
         bad.write_bytes(pickle.dumps({"trap": _Trap(str(sentinel))}, protocol=4))
     target = bad if suffix else tmp_path
     with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
-        find_model(str(target)) if suffix else load_model(str(target))
+        find_model(str(target)) if suffix else Denoiser.load(str(target))
     np.save(tmp_path / "in.npy", np.zeros((64, 64), np.float32))
     assert main(["denoise", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy"), "--model", str(target)]) == 2
     assert not sentinel.exists()
@@ -149,7 +150,7 @@ def test_invalid_safetensors_and_foreign_safetensors(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(3)}, str(foreign))  # valid safetensors, no ldct metadata
     with pytest.raises(LdctError, match="not an ldct model"):
-        load_model(str(foreign))
+        Denoiser.load(str(foreign))
     other = tmp_path / "model.onnx"
     other.write_bytes(os.urandom(64))
     with pytest.raises(LdctError, match="not an ldct model"):
@@ -165,7 +166,7 @@ def test_weights_that_do_not_fit_the_metadata(model_dir, tmp_path):
     meta["network"]["width"] = 32
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(LdctError, match="do not fit"):
-        load_model(str(bad))
+        Denoiser.load(str(bad))
 
 
 def test_folder_with_only_a_pickle(tmp_path):
@@ -173,8 +174,8 @@ def test_folder_with_only_a_pickle(tmp_path):
     d.mkdir()
     torch.save({"w": torch.zeros(1)}, d / "model.pth")
     with pytest.raises(LdctError, match="is a pickle/PyTorch archive; ldct never unpickles"):
-        load_model(str(d))
+        Denoiser.load(str(d))
     np.save(d / "x.npy", np.zeros(2))
     (d / "model.pth").unlink()
     with pytest.raises(LdctError, match="no .safetensors"):
-        load_model(str(d))
+        Denoiser.load(str(d))

@@ -64,11 +64,11 @@ def test_checkpoint_records_photos(run):
     meta = json.loads((run / "checkpoints" / "step_0000003" / "meta.json").read_text())
     assert meta["data_kind"] == "photos" and meta["full_scale"] == 255.0 and meta["channels"] == 3
     assert meta["photo_sim"]["sigma"] == SIGMA
-    from ldct.model_zoo import load_model
+    from ldct import Denoiser
 
-    m = load_model(str(run))
+    m = Denoiser.load(str(run))
     assert m.data_kind == "photos" and m.full_scale == 255.0
-    assert load_model("default").data_kind == "ct"  # the bundled CT model (no data_kind recorded)
+    assert Denoiser.load("default").data_kind == "ct"  # the bundled CT model (no data_kind recorded)
 
 
 def test_evaluate_photo_run(run, photos, tmp_path, capsys):
@@ -124,10 +124,10 @@ def test_denoise_photo_file_and_folder(run, photos, tmp_path, capsys):
         assert b.format == "PNG" and b.mode == a.mode == "RGB" and b.size == a.size
         x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     # the PNG is the generator's output on the file's [-1, 1] intensities, mapped back and rounded
+    from ldct import Denoiser
     from ldct.data.photos import photo_to_net
-    from ldct.model_zoo import load_model
 
-    net = load_model(str(run)).module
+    net = Denoiser.load(str(run)).net
     with torch.no_grad():
         pred = net(torch.from_numpy(photo_to_net(np.moveaxis(x, -1, 0), 255.0))[None])[0].numpy()
     expect = np.clip(np.round((np.moveaxis(pred, 0, -1).astype(np.float64) + 1) * 127.5), 0, 255)

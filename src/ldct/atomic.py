@@ -28,7 +28,6 @@ from pathlib import Path
 
 from ldct.errors import LdctError
 
-
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 #: temporaries are ``.NAME.ldct-<host>-<pid>.<random>.tmp[...]``: the writer is named unambiguously
 _STALE = re.compile(rf"^\..+\.ldct-{_HOST}-(\d+)\.[^.]*\.tmp")

@@ -6,9 +6,8 @@ named windows given as (centre, width) or (lo, hi).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 

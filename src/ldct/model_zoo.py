@@ -1,4 +1,6 @@
-"""Models by name or path: what ``--model NAME|PATH`` resolves to.
+"""Models by name or path: what ``--model NAME|PATH`` resolves to (the files themselves are read by
+:mod:`ldct.models.files`; :meth:`ldct.Denoiser.load` builds the model, :meth:`ldct.Denoiser.install` installs
+one under a name).
 
 Where models live:
 
@@ -18,19 +20,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from ldct.errors import LdctError
 from ldct.hu import DEFAULT_NET_WINDOW, Window
+from ldct.models.files import check_safetensors, refuse_pickle
 
 DEFAULT_MODEL = "default"
-PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".joblib"}
 _NO_BUNDLED = (
     "no bundled model named 'default' is installed in this build of ldct; pass --model with a training run "
     "folder, a checkpoint or a .safetensors model (see `ldct models`)"
@@ -46,76 +45,6 @@ def user_dir() -> Path:
     """Folder of the user's models: ``$LDCT_MODEL_DIR`` or ``~/.ldct/models``."""
     env = os.environ.get("LDCT_MODEL_DIR")
     return Path(env).expanduser() if env else Path.home() / ".ldct" / "models"
-
-
-# --- file checks ------------------------------------------------------------------------------
-def refuse_pickle(path: Path) -> None:
-    """Raise :class:`LdctError` when ``path`` is (or looks like) a pickle / PyTorch archive. Never unpickles."""
-    head = b""
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(4)
-    is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-    is_zip = head[:4] == b"PK\x03\x04"
-    if path.suffix.lower() in PICKLE_SUFFIXES or is_pickle or is_zip:
-        raise LdctError(
-            "is a pickle/PyTorch archive; ldct never unpickles model files (that can run arbitrary code). "
-            "Use a .safetensors model with its .json metadata (ldct writes these when training)",
-            path,
-        )
-
-
-#: bytes per element of the safetensors dtypes
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
-               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _check_header(header: Any, data_bytes: int) -> None:
-    """Every entry of a parsed safetensors header is well formed and lies inside the data (else ValueError)."""
-    if not isinstance(header, dict):
-        raise TypeError("header is not a JSON object")
-    for name, entry in header.items():
-        if name == "__metadata__":
-            if not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
-                raise ValueError("__metadata__ must map names to strings")
-            continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_BYTES:
-            raise ValueError(f"tensor {name[:80]!r} has no known dtype")
-        shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        if not (isinstance(shape, list) and len(shape) <= 8 and all(_is_count(d) for d in shape)):
-            raise ValueError(f"tensor {name[:80]!r} has a bad shape {str(shape)[:80]}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
-                and offsets[0] <= offsets[1] <= data_bytes):
-            raise ValueError(f"tensor {name[:80]!r} has byte offsets {str(offsets)[:80]} outside the file")
-        if math.prod(shape) * DTYPE_BYTES[entry["dtype"]] != offsets[1] - offsets[0]:
-            raise ValueError(f"tensor {name[:80]!r} of shape {shape} does not fit its {offsets[1] - offsets[0]} bytes")
-
-
-def check_safetensors(path: Path) -> dict[str, Any]:
-    """Validate a safetensors file's header without loading tensors; returns the header (LdctError if bad).
-
-    The header must be a JSON object whose tensors have a known dtype, a shape and byte offsets inside the
-    file that agree with each other, and whose ``__metadata__`` maps names to strings."""
-    refuse_pickle(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise ValueError("file too short")
-            (n,) = struct.unpack("<Q", raw)
-            if n < 2 or 8 + n > size or n > MAX_HEADER_BYTES:
-                raise ValueError("bad header length")
-            header = json.loads(f.read(n))
-        _check_header(header, size - 8 - n)
-    except (OSError, ValueError, TypeError, RecursionError) as exc:
-        raise LdctError(f"not a valid safetensors model file ({exc})", path) from None
-    return header
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -280,112 +209,15 @@ def find_model(spec: str | None) -> ModelInfo | Path:
     raise LdctError(f"unknown model {spec!r} (known: {known}); or pass a path to a model, checkpoint or run folder")
 
 
-# --- loading ------------------------------------------------------------------------------------------
-@dataclass
-class LoadedModel:
-    """A model ready for :func:`ldct.infer.predict_volume`."""
-
-    name: str
-    source: Path
-    module: nn.Module  # forward(x, dose=None): (B, 1, H, W) -> (B, 1, H*scale, W*scale), network range
-    window: Window
-    dose_conditioned: bool
-    scale: int
-    meta: dict[str, Any]
-    channels: int = 1  # input channels: 1, or an odd number of neighbouring slices (2.5D)
-
-    @property
-    def method(self) -> str:
-        return str(_find(self.meta, "method") or "?")
-
-    @property
-    def network(self) -> str:
-        return str(_find(self.meta, "network") or "?")
-
-    @property
-    def data_kind(self) -> str:
-        """``"photos"`` for a model trained on photographs (``data.kind: photos``), else ``"ct"``."""
-        return data_kind_of(self.meta)
-
-    @property
-    def full_scale(self) -> float:
-        """The intensity full scale of a photo model's training images (255 for 8-bit)."""
-        return float(self.meta.get("full_scale") or (self.meta.get("data_summary") or {}).get("full_scale") or 255.0)
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.method}/{self.network})"
-
-
-def load_model(spec: str | None = None) -> LoadedModel:
-    """Resolve ``--model`` and load it on the CPU (safetensors only; see module docstring)."""
-    found = find_model(spec)
-    if isinstance(found, ModelInfo):
-        path, name = found.weights, found.name
-    else:
-        path = found
-        name = path.stem if path.is_file() else path.name
-    if path.is_dir():
-        _refuse_pickles_in(path)
-    from ldct.engine.checkpoint import load_checkpoint, meta_path, resolve_checkpoint
-
-    method, meta = load_checkpoint(path)
-    return LoadedModel(
-        name=name,
-        source=path,
-        module=method.inference_module().eval(),
-        window=hu_window_of(meta, meta_path(resolve_checkpoint(path))),
-        dose_conditioned=bool(getattr(method, "dose_conditioned", False)),
-        scale=int(getattr(method, "scale", 1) or 1),
-        meta=meta,
-        channels=int(meta.get("channels", 1) or 1),
-    )
-
-
-def _refuse_pickles_in(folder: Path) -> None:
-    """A model folder must hold safetensors weights; a folder with only pickles is refused by name."""
-    if any(folder.glob("*.safetensors")) or any(folder.glob("*/*.safetensors")) or (folder / "checkpoints").is_dir():
-        return
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() not in (".json", ".yaml", ".txt", ".md", ".npy", ".npz"):
-            refuse_pickle(p)  # raises for a pickle/zip by name or content
-    raise LdctError("no .safetensors weights in this folder (not an ldct model, checkpoint or run folder)", folder)
-
-
 # --- installing ---------------------------------------------------------------------------------------
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-def install_model(source: str | Path, name: str, *, bundled: bool = False, overwrite: bool = False) -> Path:
-    """Export a run folder / checkpoint / model (inference network + metadata) under ``name``.
-
-    User models go to ``user_dir()/<name>/`` (``weights.safetensors`` + ``meta.json``); with ``bundled``
-    the pair ``ldct/weights/<name>.safetensors`` + ``<name>.json`` is written into the package (how the
-    default model is made: ``install_model(RUN, "default", bundled=True)``). Returns the weights path.
-    """
-    import shutil
-    import tempfile
-
-    from ldct.atomic import atomic_file
-    from ldct.engine.checkpoint import export_model
-
+def install_target(name: str, *, bundled: bool = False) -> tuple[Path, Path]:
+    """Where a model named ``name`` is installed: ``(weights, metadata)`` paths (user or bundled folder).
+    The name must be letters, digits, '-', '_' and '.' (LdctError otherwise)."""
     if not name or set(name) - _NAME_OK or name.startswith("."):
         raise LdctError(f"model name {name!r}: use letters, digits, '-', '_' and '.'")
-    src = Path(source)
-    if src.is_file():
-        refuse_pickle(src)
-    if not bundled:
-        out = user_dir() / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_model(src, out, overwrite=overwrite)
-        return out / "weights.safetensors"
-    dest = bundled_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    weights, meta = dest / f"{name}.safetensors", dest / f"{name}.json"
-    if not overwrite and (weights.exists() or meta.exists()):
-        raise LdctError("bundled model already exists (pass overwrite=True to replace it)", weights)
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        export_model(src, Path(tmp) / "m")
-        with atomic_file(weights) as t1, atomic_file(meta) as t2:
-            shutil.copyfile(Path(tmp) / "m" / "weights.safetensors", t1)
-            shutil.copyfile(Path(tmp) / "m" / "meta.json", t2)
-    return weights
+    if bundled:
+        return bundled_dir() / f"{name}.safetensors", bundled_dir() / f"{name}.json"
+    return user_dir() / name / "weights.safetensors", user_dir() / name / "meta.json"

@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(None, "--model", "-m", help="Model name (see `ldct models`) or path to a "
                                   "run folder, checkpoint or .safetensors model. Default: the bundled model."),
         dose: float = typer.Option(None, "--dose", help="Dose fraction in (0, 1] for dose-conditioned models."),
+        strength: float = typer.Option(1.0, "--strength", help="Share of the model's correction applied, in "
+                                       "(0, 1]: below 1 keeps part of the input's noise and its grain."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         batch_size: int = typer.Option(4, "--batch-size", help="Slices per forward pass."),
         tile: int = typer.Option(None, "--tile", help="Tile size in pixels (tiled inference, less memory)."),
@@ -58,6 +60,8 @@ def register(app: typer.Typer) -> None:
         ref_noise: float = typer.Option(None, "--reference-noise", help="Normal-dose soft-tissue noise std "
                                         "(HU), to estimate the dose from image noise."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+        backend: str = typer.Option("auto", "--backend", envvar="LDCT_BACKEND", help="auto (onnxruntime on the CPU, torch on a GPU), "
+                                    "torch, or onnxruntime (CPU; the network exported to ONNX once and cached)."),
         compress: bool = typer.Option(None, "--compress/--no-compress", help="DICOM output: lossless "
                                       "compression (JPEG 2000 lossless, else RLE). Default: when the input was."),
     ) -> None:
@@ -65,19 +69,33 @@ def register(app: typer.Typer) -> None:
 
         A model trained on photographs (`ldct train pix2pix_photos`) denoises a PNG/JPG (-> PNG of the same
         size and mode) or a folder of them (-> a folder of PNGs)."""
+        from ldct.denoiser import Denoiser, choose_backend, resolve_device
         from ldct.infer.photos import check_model_input, is_photo_input
         from ldct.infer.pipeline import check_dose, check_paths, denoise_path, output_kind
-        from ldct.model_zoo import load_model
 
         check_dose(dose)  # cheap checks first: no model loading for a typo
         if precision not in ("auto", "32", "bf16", "16"):
             raise LdctError(f"--precision {precision!r}: use auto, 32, bf16 or 16")
+        chosen = choose_backend(backend, resolve_device(device))
+        if not 0.0 < strength <= 1.0:
+            raise LdctError(f"--strength {strength:g}: must be in (0, 1] (1 = the model's output)")
         check_paths(inp, out, overwrite=overwrite, preview=preview)
         if not is_photo_input(inp):
             output_kind(out)
-        loaded = load_model(model)
+        loaded = Denoiser.load(model)
+        if strength != 1.0:
+            loaded = loaded.with_strength(strength)
+        if chosen != "torch":
+            try:
+                loaded = loaded.use_backend(chosen)
+            except LdctError as exc:
+                if backend == chosen:  # asked for by name: its failure is the user's answer
+                    raise
+                typer.echo(f"ldct: note: running on PyTorch ({exc.message})", err=True)
         check_model_input(loaded, inp)  # a CT model on a photograph or a photo model on CT: one line
         if loaded.data_kind == "photos":
+            if strength != 1.0:
+                raise LdctError("--strength applies to CT (Hounsfield units), not to photographs")
             _denoise_photos(inp, out, loaded, dose=dose, device=device, tile=tile, overlap=overlap,
                             precision=precision, overwrite=overwrite, preview=preview)
             return
@@ -86,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
         def on_start(vol, used_dose, how) -> None:
             nonlocal task
-            typer.echo(f"model: {loaded.describe()} from {loaded.source}", err=True)
+            typer.echo(f"model: {loaded.describe()} from {loaded.source} ({loaded.backend})", err=True)
             typer.echo(f"input: {inp} ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]})", err=True)
             typer.echo(f"dose: {how}", err=True)
             from ldct.infer.domain import domain_warnings
@@ -155,6 +173,33 @@ def register(app: typer.Typer) -> None:
         if res.preview is not None:
             typer.echo(f"preview: {res.preview}")
 
+    @app.command("export")
+    def export(
+        model: str = typer.Argument(..., metavar="MODEL", help="Model name, run folder, checkpoint or model file."),
+        out: Path = typer.Option(..., "-o", "--out", help="model.onnx (ONNX, checked against PyTorch) or a folder "
+                                 "(weights.safetensors + meta.json: the denoising network alone)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    ) -> None:
+        """Export a model: to ONNX (for ONNX Runtime and other runtimes) or to a self-contained model folder."""
+        from ldct.denoiser import Denoiser
+
+        if out.exists() and not overwrite:
+            raise LdctError("output already exists (pass --overwrite to replace it)", out)
+        den = Denoiser.load(model)
+        if out.suffix.lower() == ".onnx":
+            from ldct.onnx_export import MAX_DIFF, export_onnx
+
+            export_onnx(den, out)
+            typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; ONNX Runtime matches PyTorch within "
+                       f"{MAX_DIFF:g}; inputs x (B, {den.channels}, H, W)"
+                       f"{', dose (B,)' if den.dose_conditioned else ''}, network range of window "
+                       f"[{den.window.lo:g}, {den.window.hi:g}])")
+        elif out.suffix == "":
+            den.save(out, overwrite=overwrite)
+            typer.echo(f"wrote {out} (weights.safetensors + meta.json)")
+        else:
+            raise LdctError("unsupported export: use a .onnx file or a folder name without suffix", out)
+
     @app.command("models")
     def models(
         add: Path = typer.Option(None, "--add", help="Install a run folder, checkpoint or model as a user model."),
@@ -165,12 +210,14 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ldct.model_zoo import bundled_dir, install_model, list_models, user_dir
+        from ldct.denoiser import Denoiser
+        from ldct.model_zoo import bundled_dir, install_target, list_models, user_dir
 
         if add is not None or name is not None:
             if add is None or not name:
                 raise LdctError("--add PATH and --name NAME go together")
-            typer.echo(f"installed {install_model(add, name, overwrite=overwrite).parent}")
+            install_target(name)  # a bad name fails before the model is read
+            typer.echo(f"installed {Denoiser.load(str(add)).install(name, overwrite=overwrite).parent}")
 
         found = list_models()
         table = Table(title="ldct models")

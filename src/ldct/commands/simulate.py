@@ -118,10 +118,10 @@ def _progress():
 
 def _check_input(vol: Any, src: str, doses: list[float], mode: str, filter: str) -> None:
     """What the simulator would refuse (no body, NaN, photograph in projection mode...), before any work."""
-    from ldct.simulate.pipeline import _check_inputs
+    from ldct.simulate.pipeline import check_inputs
 
     try:
-        _check_inputs(vol.data, doses, mode, filter, 0.5 * (vol.spacing[1] + vol.spacing[2]), vol.is_hu)
+        check_inputs(vol.data, doses, mode, filter, 0.5 * (vol.spacing[1] + vol.spacing[2]), vol.is_hu)
     except LdctError as exc:
         raise (LdctError(str(exc), src) if exc.path is None else exc) from None
 

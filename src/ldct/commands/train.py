@@ -60,9 +60,9 @@ def run_summary(run_dir: Path, data: Path) -> list[str]:
     import json
     import shlex
 
-    from ldct.engine.checkpoint import read_pointer
     from ldct.engine.validate import BEST_KEY
     from ldct.hu import METRIC_WINDOWS
+    from ldct.models.files import read_pointer
 
     ckpts = Path(run_dir) / "checkpoints"
     best = read_pointer(ckpts, "best") or read_pointer(ckpts, "last")

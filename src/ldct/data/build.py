@@ -15,34 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ldct.data.bundle import DataBundle
 from ldct.data.config import DataConfig, parse_data_config
 from ldct.data.datasets import MixedPatchDataset, PatchDataset, SliceDataset, UnpairedPatchDataset
 from ldct.data.discover import Scan, describe, discover
 from ldct.data.patches import check_size
-from ldct.data.split import Split, make_split, write_split
+from ldct.data.split import make_split, write_split
 from ldct.data.store import MIN_BODY_FRACTION, SliceLoc, SliceRecord, SliceStore
 from ldct.errors import LdctError
-
-
-@dataclass
-class DataBundle:
-    """What a run trains and is scored on. ``val``/``test`` are empty datasets when no patient is held out."""
-
-    train: Any
-    val: SliceDataset
-    test: SliceDataset
-    split: dict[str, Any]
-    """The patient split as written to split.json ({"train": [...], "val": [...], "test": [...], ...})."""
-    summary: dict[str, Any]
-    config: DataConfig | None = None
-    patient_split: Split | None = None
-    records: dict[str, list[SliceRecord]] = field(default_factory=dict, repr=False)
 
 
 def _records_from_scans(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> list[SliceRecord]:
@@ -70,9 +56,9 @@ def _records_from_scans(store: SliceStore, scans: list[Scan], cfg: DataConfig) -
 
 def _pair_key(name: str) -> str:
     """A scan's name with its dose tokens removed (``L067/full_3mm`` and ``L067/quarter_3mm`` -> same)."""
-    from ldct.data.discover import _LD_TOKENS, _ND_TOKENS
+    from ldct.data.discover import LD_TOKENS, ND_TOKENS
 
-    return _ND_TOKENS.sub("*", _LD_TOKENS.sub("*", name)).lower()
+    return ND_TOKENS.sub("*", LD_TOKENS.sub("*", name)).lower()
 
 
 def _records_paired(store: SliceStore, scans: list[Scan], cfg: DataConfig) -> list[SliceRecord]:

@@ -46,8 +46,8 @@ SKIP_SUFFIXES = {".json", ".csv", ".txt", ".md", ".yaml", ".yml", ".py", ".png",
 _KNOWN_ID = re.compile(r"(?<![A-Za-z0-9])([LCN]\d{3})(?![0-9])")
 _SLICE_NUM = re.compile(r"^(.*?)[_\-.]?(\d+)$")
 _KERNEL = re.compile(r"(?<![A-Za-z])(sharp|smooth|soft|standard|bone|lung)(?![A-Za-z])", re.IGNORECASE)
-_ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.IGNORECASE)
-_LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|low|half|tenth)"
+ND_TOKENS = re.compile(r"(?<![A-Za-z])(full[ _-]?dose|normal[ _-]?dose|full|fd|ndct|normal|hd)(?![A-Za-z])", re.IGNORECASE)
+LD_TOKENS = re.compile(r"(?<![A-Za-z])((?:quarter|low|half|tenth)[ _-]?dose|quarter|qd|low|half|tenth)"
                         r"(?![A-Za-z])", re.IGNORECASE)
 _DOSE_FROM_TOKEN = {"quarter": 0.25, "qd": 0.25, "half": 0.5, "tenth": 0.1}
 # what ldct's writers state about a derived series (ldct.simulate.scan -> ldct.io.dicom_write)
@@ -248,7 +248,7 @@ def _file_patient(rel: str) -> str:
     for suf in (".nii.gz", ".nii", ".npy", ".raw"):
         if stem.lower().endswith(suf):
             stem = stem[: -len(suf)]
-    bare = _ND_TOKENS.sub("", _LD_TOKENS.sub("", stem)).strip("_-. ")
+    bare = ND_TOKENS.sub("", LD_TOKENS.sub("", stem)).strip("_-. ")
     return re.sub(r"[_\-. ]{2,}", "_", bare) or stem
 
 
@@ -315,10 +315,10 @@ def _attach_outputs(scans: list[Scan], out: dict[Path, dict[Path, Any]]) -> None
 
 
 def _role(text: str) -> tuple[str | None, float | None]:
-    ld = _LD_TOKENS.search(text)
+    ld = LD_TOKENS.search(text)
     if ld:
         return "ld", _DOSE_FROM_TOKEN.get(re.split(r"[ _-]", ld.group(1).lower())[0])
-    if _ND_TOKENS.search(text):
+    if ND_TOKENS.search(text):
         return "nd", None
     return None, None
 

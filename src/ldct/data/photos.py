@@ -166,7 +166,7 @@ class PhotoDataset(Dataset):
 
 def build_photo_datasets(cfg: Any, *, run_dir: Path | None, seed: int = 0) -> Any:
     """The :class:`ldct.data.build.DataBundle` of ``kind: photos`` (split by file, written to split.json)."""
-    from ldct.data.build import DataBundle
+    from ldct.data.bundle import DataBundle
     from ldct.data.split import make_split, write_split
 
     files = find_photos(cfg.root, cfg.include, cfg.exclude)

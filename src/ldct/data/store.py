@@ -7,7 +7,8 @@ turns records into HU arrays:
 - normal-dose slices are cut from their volume once (the volume is read through ``ldct.io``) and kept as
   ``<cache>/slices/<volume key>/<z>.npy``, so later reads (other epochs, DataLoader workers, other runs
   sharing the cache) load one small file;
-- low dose without a partner on disk is simulated with ``ldct.simulate.simulate_low_dose`` and cached as
+- low dose without a partner on disk is made by the recipe's :class:`ldct.simulate.Simulator` (calibrated
+  once per volume, the calibration cached beside its slices) and cached as
   ``<cache>/sim/<key>.npy``, the key hashing (volume, slice, dose, seed, simulator parameters), so a slice
   is simulated once per dose; with ``fresh=True`` a new noise realisation is drawn instead (not cached);
 - super-resolution pairs downsample the low dose by ``downsample`` (area average) after simulation.
@@ -65,12 +66,16 @@ class SliceRecord:
 
 
 class SliceStore:
-    """Reads slices of registered volumes (cached per slice on disk) and makes low dose."""
+    """Reads slices of registered volumes (cached per slice on disk) and caches the low dose its
+    :class:`~ldct.simulate.Simulator` makes (``self.simulator``)."""
 
     def __init__(self, cache_dir: str | Path, *, sim: dict[str, Any] | None = None, seed: int = 0,
                  downsample: int = 1, keep_volumes: int = 2):
+        from ldct.simulate.simulator import Simulator
+
         self.cache_dir = Path(cache_dir)
-        self.sim = dict(sim or {"mode": "projection"})
+        self.simulator = Simulator(sim)
+        self.sim = self.simulator.config
         self.seed = int(seed)
         self.downsample = int(downsample)
         self._loaders: dict[str, Callable[[], Volume]] = {}
@@ -192,7 +197,7 @@ class SliceStore:
 
     def _sim_path(self, loc: SliceLoc, dose: float) -> Path:
         params = json.dumps({"v": SIM_CACHE_VERSION, "vol": loc.volume, "z": loc.z, "dose": round(dose, 6),
-                             "seed": self.seed, "sim": self.sim}, sort_keys=True, default=str)
+                             "seed": self.seed, "sim": self.simulator.config}, sort_keys=True, default=str)
         key = hashlib.sha1(params.encode()).hexdigest()[:24]
         return self.cache_dir / "sim" / key[:2] / f"{key}.npy"
 
@@ -219,49 +224,29 @@ class SliceStore:
                 np.save(tmp, img)
         return out[dose]
 
-    def _sim_kwargs(self) -> dict[str, Any]:
-        kw = dict(self.sim)
-        geometry = kw.pop("geometry", None)
-        if isinstance(geometry, dict):
-            from ldct.simulate import FanBeamGeometry
-
-            kw["geometry"] = FanBeamGeometry(**geometry)
-        elif geometry is not None:
-            kw["geometry"] = geometry
-        return kw
-
     def simulate(self, loc: SliceLoc, doses: list[float], spacing: float, seed: int) -> dict[float, np.ndarray]:
-        """Simulated low dose of one slice at several doses (one projection), not cached.
-
-        The noise level is set per volume (``volume_noise``): the flux I0 calibrated once on the whole scan
-        (projection mode) or the scan's measured noise (image modes), unless ``sim`` gives it.
-        """
-        from ldct.simulate import simulate_doses
-
-        nd = self.read(loc)
-        kw = {**self._sim_kwargs(), **self.volume_noise(loc.volume, spacing)}
+        """Simulated low dose of one slice at several doses (one projection), not cached, with the volume's
+        calibration (:meth:`volume_noise`)."""
         name = self._names.get(loc.volume, loc.volume)
         try:
-            res = simulate_doses(nd, [d for d in doses], pixel_spacing_mm=float(spacing), seed=seed, **kw)
+            return self.simulator.simulate(self.read(loc), doses, spacing, seed,
+                                           self.volume_noise(loc.volume, spacing))
         except LdctError as exc:
-            raise LdctError(f"slice {loc.z}: {exc}", name) from None
-        return {d: np.asarray(res.low_dose[d], dtype=np.float32) for d in doses}
+            raise LdctError(f"slice {loc.z}: {exc.message}", name) from None
 
-    def volume_noise(self, key: str, spacing: float) -> dict[str, float]:
-        """{"i0": ...} (projection) or {"noise_sigma": ...} (image modes) for a volume, computed once and
-        kept in ``slices/<key>/noise_<hash>.json``; {} when the recipe's ``sim`` sets it."""
-        mode = self.sim.get("mode", "projection")
-        field_name = "i0" if mode == "projection" else "noise_sigma"
-        if self.sim.get(field_name) is not None:
+    def volume_noise(self, key: str, spacing: float) -> dict[str, Any]:
+        """The simulator's calibration of a volume (:meth:`ldct.simulate.Simulator.calibrate`), computed once
+        and cached in ``slices/<key>/noise_<simulator digest>.json``; {} when the recipe's ``sim`` sets it."""
+        sim = self.simulator
+        if not sim.needs_calibration:
             return {}
-        digest = hashlib.sha1(json.dumps(self.sim, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        p = self.cache_dir / "slices" / key / f"noise_{digest}.json"
         if key in self._noise:
             return self._noise[key]
+        p = self.cache_dir / "slices" / key / f"noise_{sim.digest}.json"
         if p.exists():
             try:
                 saved = json.loads(p.read_text())
-                self._noise[key] = {field_name: float(saved[field_name])}
+                self._noise[key] = {sim.level_key: float(saved[sim.level_key])}
                 if saved.get("filter"):
                     self._noise[key]["filter"] = str(saved["filter"])
                 return self._noise[key]
@@ -269,33 +254,16 @@ class SliceStore:
                 pass
         info = self.index(key)
         vol = np.stack([self.read(SliceLoc(key, z)) for z in range(info["n"])])
-        name = self._names.get(key, key)
-        kw = self._sim_kwargs()
         try:
-            if mode == "projection":
-                from ldct.simulate import calibrate_i0, default_geometry
-
-                geom = kw.get("geometry") or default_geometry(vol.shape[1:], spacing)
-                extra = {k: kw[k] for k in ("filter", "view_merge", "variance_downsample", "mu_water") if k in kw}
-                calib = calibrate_i0(vol, spacing, geom, seed=0, device=kw.get("device", "cpu"), **extra)
-                value, chosen_filter = calib.i0, calib.filter
-            else:
-                from ldct.simulate import simulate_doses
-
-                chosen_filter = None
-                res = simulate_doses(vol, [0.5], pixel_spacing_mm=spacing, mode=mode, seed=0)
-                value = float(res.parameters["noise_sigma"])
+            calib = sim.calibrate(vol, spacing)
         except LdctError as exc:
-            raise LdctError(f"cannot set the simulated noise level for this scan: {exc} "
-                            f"(set data.sim.{field_name})", name) from None
+            raise LdctError(exc.message, self._names.get(key, key)) from None
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(p) as tmp:
-            tmp.write_text(json.dumps({field_name: value, "filter": chosen_filter, "mode": mode, "sim": self.sim},
+            tmp.write_text(json.dumps({**calib, "filter": calib.get("filter"), "mode": sim.mode, "sim": sim.config},
                                       default=str))
-        self._noise[key] = {field_name: float(value)}
-        if chosen_filter:
-            self._noise[key]["filter"] = chosen_filter
-        return self._noise[key]
+        self._noise[key] = calib
+        return calib
 
     def is_cached(self, rec: SliceRecord, dose: float) -> bool:
         return bool(rec.ld) or self._sim_path(rec.nd, dose).exists()

@@ -18,7 +18,8 @@ allowed key and all allowed keys. Defaults are filled in, so the resolved recipe
 Recipes are read with a YAML loader that refuses aliases (``*name``: nested aliases expand
 exponentially), files over 1 MB and nesting too deep to parse. Numbers are bounded where a wrong one
 would crash or exhaust memory later: optimiser settings (``lr``, ``betas``, ``eps``, ``weight_decay``),
-step counts, batch and patch sizes, seeds, and every network's arguments (:func:`network_skeleton`).
+step counts, batch and patch sizes, seeds, and every network's arguments
+(:func:`ldct.models.specs.network_skeleton`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any
 
 import yaml
 
-from ldct.engine.specs import check_kwargs, check_spec, did_you_mean, signature_params, unknown_key_error
 from ldct.errors import LdctError
+from ldct.models.specs import MAX_NET_WIDTH, WIDTH_WORDS, network_skeleton
+from ldct.registry import check_kwargs, check_spec, did_you_mean, signature_params, unknown_key_error
 
 TOP_KEYS = ("method", "args", "data", "train", "description")
 
@@ -77,11 +79,7 @@ MAX_BATCH = 4096  # patches per device per step
 MAX_PATCH = 4096  # patch side (pixels)
 MAX_SEED = 2**32 - 1
 MAX_LR = 10.0
-MAX_NET_WIDTH = 16384  # channels / features / hidden units of a layer (and any other integer argument)
-MAX_NET_DEPTH = 1000  # layers / blocks / stages (arguments whose name says so)
-MAX_NET_VALUES = 1_000_000_000  # parameters + buffers of one network (4 GB in float32)
-_DEPTH_WORDS = ("depth", "blk", "block", "layer", "num", "stage")
-_WIDTH_WORDS = ("width", "channel", "hidden", "feature")
+# network sizes: MAX_NET_WIDTH, MAX_NET_DEPTH, MAX_NET_VALUES in ldct.models.specs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,25 +201,26 @@ def _is_annotated(param: Any, alias: str) -> bool:
 
 def validate_method_args(method: str, args: Mapping[str, Any], path: Any = None) -> dict[str, Any]:
     """Check ``args`` against the method class; check network/loss specs against their registries."""
+    import ldct.losses  # registers losses
     import ldct.methods  # noqa: F401  (registers methods)
-    from ldct.engine.specs import _registries
+    from ldct.losses.registry import LOSSES
     from ldct.methods.base import METHODS
+    from ldct.models.registry import NETWORKS  # filled: ldct.models.specs imports ldct.models
 
     if method not in METHODS:
         known = METHODS.names()
         raise LdctError(f"unknown method {method!r}{did_you_mean(method, known)}; known: {', '.join(known)}", path)
     cls = METHODS.get(method)
     resolved = check_kwargs(cls, args, "args", path)
-    networks, losses = _registries()
     for name, param in signature_params(cls).items():
         value = resolved.get(name)
         if value is None:
             continue
         if _is_annotated(param, "NetSpec"):
-            resolved[name] = check_spec(networks, value, f"args.{name}", path)
+            resolved[name] = check_spec(NETWORKS, value, f"args.{name}", path)
             network_skeleton(resolved[name], f"args.{name}", path)
         elif _is_annotated(param, "LossSpec"):
-            spec = check_spec(losses, value, f"args.{name}", path)
+            spec = check_spec(LOSSES, value, f"args.{name}", path)
             resolved[name] = spec["name"] if isinstance(value, str) else spec
     check_method_numbers(resolved, path)
     return resolved
@@ -267,56 +266,8 @@ def check_method_numbers(args: Mapping[str, Any], path: Any = None) -> None:
             lo = 0.0 if key.endswith("_weight") or key.startswith("lambda_") else -math.inf
             _number(value, where, path, lo, math.inf, hi_open=True)
         elif isinstance(value, int):
-            cap = MAX_NET_WIDTH if any(w in key for w in _WIDTH_WORDS) else MAX_STEPS
+            cap = MAX_NET_WIDTH if any(w in key for w in WIDTH_WORDS) else MAX_STEPS
             _int(value, where, path, minimum=0, maximum=cap)
-
-
-def _check_net_values(kwargs: Mapping[str, Any], where: str, path: Any, key: str = "") -> None:
-    for k, v in kwargs.items():
-        name = f"{where}.{k}"
-        if isinstance(v, Mapping):
-            _check_net_values(v, name, path, k)
-            continue
-        for x in v if isinstance(v, (list, tuple)) else [v]:
-            if isinstance(x, bool) or x is None or isinstance(x, str):
-                continue
-            if isinstance(x, float) and not math.isfinite(x):
-                raise LdctError(f"{name} must be a finite number, got {x!r}", path)
-            if isinstance(x, int):
-                deep = any(w in k.lower() for w in _DEPTH_WORDS) and not any(w in k.lower() for w in _WIDTH_WORDS)
-                cap = MAX_NET_DEPTH if deep else MAX_NET_WIDTH
-                if not 0 <= x <= cap:
-                    raise LdctError(f"{name} = {x} is outside [0, {cap}] (not a network ldct can build)", path)
-
-
-def network_skeleton(spec: Mapping[str, Any], where: str = "net", path: Any = None) -> Any:
-    """Check a resolved network spec before anything is allocated; return the network built on PyTorch's
-    ``meta`` device (parameter shapes, no memory).
-
-    Every integer argument must lie in [0, MAX_NET_WIDTH] ([0, MAX_NET_DEPTH] for depths, blocks and
-    layers), every float must be finite, and the network must have at most ``MAX_NET_VALUES``
-    parameters and buffers. Raises :class:`LdctError` naming ``where`` and ``path``.
-    """
-    import torch
-
-    from ldct.engine.specs import build_network
-
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        raise LdctError(f"{where} must be a network spec {{name: ..., ...}}, got {spec!r}", path)
-    _check_net_values({k: v for k, v in spec.items() if k != "name"}, where, path)
-    try:
-        with torch.device("meta"):
-            net = build_network(dict(spec), where=where)
-    except LdctError as exc:
-        raise LdctError(str(exc), path) from None
-    except Exception as exc:  # noqa: BLE001  (any constructor refusal: these arguments cannot be built)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise LdctError(f"{where}: {spec['name']} cannot be built with these arguments ({reason})", path) from None
-    n = sum(t.numel() for t in net.state_dict().values())
-    if n > MAX_NET_VALUES:
-        raise LdctError(f"{where}: {spec['name']} with these arguments has {n:,} parameters (at most "
-                        f"{MAX_NET_VALUES:,}); check its widths and depths", path)
-    return net
 
 
 def validate_train(train: Mapping[str, Any], path: Any = None) -> dict[str, Any]:

@@ -173,14 +173,14 @@ def init_from_model(method: Any, model: str | Path) -> None:
 
     The model (a bundled name, run folder or model path) is loaded and validated like ``--model``; its
     network must be the recipe's (same class and arguments), else :class:`LdctError` says what differs."""
-    from ldct.model_zoo import load_model
+    from ldct.denoiser import Denoiser
 
-    loaded = load_model(str(model))
-    target = method.inference_module()
-    src = loaded.module.state_dict()
+    loaded = Denoiser.load(str(model))
+    target = method.denoiser().net
+    src = loaded.net.state_dict()
     dst = target.state_dict()
     if src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in dst):
-        want = type(method.nets[method.inference_net]).__name__
+        want = type(target).__name__
         raise LdctError(
             f"cannot start from {model}: its network ({loaded.network} {loaded.meta.get('network')}) is not the "
             f"recipe's ({want}); use a recipe with the same args.net (for the bundled model: ldct train default)",

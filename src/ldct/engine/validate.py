@@ -66,16 +66,17 @@ def validate(method: Any, val_ds: Dataset, *, fabric: Any, window: Window, max_s
     in_rows: list[dict[str, float]] = []
     samples: dict[str, list[np.ndarray]] = {"ld": [], "out": [], "nd": []}
     with unwrapped(method):
+        den = method.denoiser(window)
         for i in range(n):
             item = _item(val_ds, i)
             ld = item["ld"].float()[None].to(device)
             nd = item["nd"].float()[None].to(device)
             dose = item.get("dose")
             dose_t = None
-            if method.dose_conditioned and dose is not None:
+            if den.dose_conditioned and dose is not None:
                 dose_t = torch.as_tensor(dose, dtype=torch.float32, device=device).reshape(1)
             with fabric.autocast():
-                out = method.predict(ld, dose_t)
+                out = den.forward(ld, dose_t)
             out = out.float()
             out_c = _centre(out) if out.shape[1] > 1 else out[:, 0]
             nd_c = _centre(nd) if nd.shape[1] > 1 else nd[:, 0]

@@ -5,8 +5,8 @@ For every (slice, dose) of a :class:`ldct.data.SliceDataset` the rows are:
 - ``low-dose``: the input itself (bicubic-upsampled to the reference size for super-resolution);
 - ``gaussian``: :func:`ldct.baselines.gaussian_filter_hu` of the input (sigma in pixels, fixed);
 - ``bm3d``: :func:`ldct.baselines.bm3d_hu` with the noise level estimated from the input (no oracle);
-- the model (named by ``name``), run through ``ldct.infer.predict_volume`` as ``ldct denoise`` runs it,
-  with the dose passed to dose-conditioned networks.
+- the model (named by ``name``): a :class:`ldct.Denoiser`, run as ``ldct denoise`` runs it, with the dose
+  passed to dose-conditioned networks.
 
 Each row holds :func:`ldct.metrics.compute_metrics` (PSNR, SSIM, RMSE in HU, MSE in HU^2 in every named
 window of ``ldct.hu.METRIC_WINDOWS``; both images clipped to the window, data range = window width) and
@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ldct.hu import DEFAULT_NET_WINDOW, METRIC_WINDOWS, Window, hu_to_net, net_to_hu
+from ldct.hu import METRIC_WINDOWS
 
 BASELINES = ("low-dose", "gaussian", "bm3d")
 GAUSSIAN_SIGMA_PX = 1.0
@@ -68,54 +67,16 @@ def _noise(img: np.ndarray, nd: np.ndarray, roi: np.ndarray | None) -> dict[str,
     return {"noise_std_hu": noise_std_hu(img, roi=roi), "residual_std_hu": noise_std_hu(img, nd, roi=roi)}
 
 
-class _Predictor:
-    """Runs the model on (C, h, w) HU slices -> (H, W) HU (centre channel)."""
-
-    def __init__(self, model: Any, *, window: Window | None, scale: int | None, dose_conditioned: bool | None,
-                 device: str, tile: int | None):
-        if hasattr(model, "inference_module"):  # an ldct Method
-            self.module: nn.Module = model.inference_module()
-            self.scale = int(scale or getattr(model, "scale", 1))
-            self.dose_conditioned = bool(getattr(model, "dose_conditioned", False)
-                                         if dose_conditioned is None else dose_conditioned)
-        else:
-            self.module = model
-            self.scale = int(scale or 1)
-            self.dose_conditioned = bool(dose_conditioned)
-        self.window = window or DEFAULT_NET_WINDOW
-        self.device, self.tile = device, tile
-
-    def __call__(self, ld: np.ndarray, dose: float) -> np.ndarray:
-        from ldct.infer import predict_volume
-        from ldct.infer.predict import check_finite_output
-
-        d = float(dose) if self.dose_conditioned else None
-        if ld.shape[0] == 1:
-            return predict_volume(self.module, ld[0], window=self.window, dose=d, batch_size=1, tile=self.tile,
-                                  device=self.device, scale=self.scale)
-        # several channels (neighbouring slices): one forward pass, centre channel out
-        dev = torch.device(self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        x = hu_to_net(torch.from_numpy(ld)[None].to(dev), self.window)
-        self.module.to(dev).eval()
-        with torch.inference_mode():
-            y = self.module(x) if d is None else self.module(x, torch.full((1,), d, device=dev))
-        check_finite_output(y, None, "a 2.5D input slice")  # as predict_volume does on the 1-channel path
-        return net_to_hu(y[0, y.shape[1] // 2].float(), self.window).cpu().numpy()
-
-
 def evaluate(
     model: Any,
     dataset: Any,
     *,
     name: str = "model",
-    window: Window | None = None,
     doses: Sequence[float] | None = None,
     baselines: bool | Sequence[str] = True,
     windows: Sequence[str] | None = None,
     device: str = "cpu",
     tile: int | None = None,
-    scale: int | None = None,
-    dose_conditioned: bool | None = None,
     max_slices: int | None = None,
     bm3d_max_slices: int | None = 8,
     keep_samples: int = 3,
@@ -124,12 +85,11 @@ def evaluate(
     """Score ``model`` and the baselines on every (slice, dose) item of ``dataset``.
 
     Args:
-        model: an ldct ``Method`` (its inference network, ``scale`` and ``dose_conditioned`` are used), a
-            module ``forward(x, dose=None)`` on (B, C, h, w) network-range tensors, or None (baselines only).
+        model: a :class:`ldct.Denoiser` (its window, scale, channels and dose input are used; the dose of each
+            item is given to a dose-conditioned one), or None (baselines only).
         dataset: a :class:`ldct.data.SliceDataset` (anything with ``len`` and ``get_hu(i) -> (ld (C, h, w)
             HU, nd (C, H, W) HU, meta)`` where meta has ``dose``).
         name: the model's row name.
-        window: the network's HU window (default [-1000, 1000]).
         doses: only these dose levels (default: all in the dataset).
         baselines: True (all), False, or a subset of ``("low-dose", "gaussian", "bm3d")``.
         windows: metric window names (default: all of ``ldct.hu.METRIC_WINDOWS``).
@@ -149,11 +109,9 @@ def evaluate(
     unknown = chosen - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
-    pred = None if model is None else _Predictor(model, window=window, scale=scale,
-                                                 dose_conditioned=dose_conditioned, device=device, tile=tile)
     items = _select(dataset, doses, max_slices)
     bm3d_set = {i for d in {m["dose"] for _, m in items} for i in
-                _spread([i for i, m in items if m["dose"] == d], bm3d_max_slices)}
+                spread([i for i, m in items if m["dose"] == d], bm3d_max_slices)}
     rows: list[dict[str, Any]] = []
     samples: dict[float, list[dict[str, np.ndarray]]] = {}
     timing = {"model_s": 0.0, "bm3d_s": 0.0}
@@ -178,13 +136,13 @@ def evaluate(
             b = bm3d_hu(ld_c)
             timing["bm3d_s"] += time.perf_counter() - t0
             outputs["bm3d"] = _upsample(b, nd_c.shape) if sr else b
-        if pred is not None:
+        if model is not None:
             t0 = time.perf_counter()
-            out = pred(ld, dose)
+            out = model.denoise_stack(ld, dose if model.dose_conditioned else None, tile=tile, device=device)
             timing["model_s"] += time.perf_counter() - t0
             if out.shape != nd_c.shape:
                 raise ValueError(f"model output {out.shape} does not match the reference {nd_c.shape} "
-                                 f"(scale {pred.scale}) for {meta.get('source')}")
+                                 f"(scale {model.scale}) for {meta.get('source')}")
             outputs[name] = out
             kept = samples.setdefault(dose, [])
             if len(kept) < keep_samples:
@@ -199,12 +157,12 @@ def evaluate(
     metric_cols = [k for k in rows[0] if k not in ID_COLUMNS] if rows else []
     meta = {"windows": {w: METRIC_WINDOWS[w].describe() for w in wins if w in METRIC_WINDOWS},
             "gaussian_sigma_px": GAUSSIAN_SIGMA_PX, "bm3d_max_slices": bm3d_max_slices, "model": name,
-            "scale": pred.scale if pred else 1, "dose_conditioned": pred.dose_conditioned if pred else False,
+            "scale": model.scale if model else 1, "dose_conditioned": model.dose_conditioned if model else False,
             "n_items": len(items), "timing_s": timing}
     return EvalResults(rows, summarize(rows, metric_cols), metric_cols, meta, samples)
 
 
-def _spread(idx: list[int], n: int | None) -> list[int]:
+def spread(idx: list[int], n: int | None) -> list[int]:
     """At most ``n`` of ``idx``, evenly spaced (all when n is None)."""
     if n is None or len(idx) <= n:
         return idx
@@ -221,7 +179,7 @@ def _select(dataset: Any, doses: Sequence[float] | None, max_slices: int | None)
     keep = [(i, m) for i, m in enumerate(metas) if doses is None or any(abs(m["dose"] - d) < 1e-9 for d in doses)]
     out: list[tuple[int, dict]] = []
     for d in sorted({m["dose"] for _, m in keep}):
-        idx = _spread([i for i, m in keep if m["dose"] == d], max_slices)
+        idx = spread([i for i, m in keep if m["dose"] == d], max_slices)
         out.extend((i, {"dose": d}) for i in idx)
     return out
 

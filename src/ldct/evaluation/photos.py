@@ -7,7 +7,7 @@ id). Rows per image:
 
 - ``noisy``: the noisy input itself;
 - ``gaussian``: :func:`ldct.baselines.gaussian_filter_hu` per channel (sigma ``GAUSSIAN_SIGMA_PX`` px);
-- the model (``method/network``), run by :func:`ldct.infer.photos.predict_photo` as ``ldct denoise`` runs it.
+- the model (``method/network``), run by :meth:`ldct.Denoiser.photo` as ``ldct denoise`` runs it.
 
 Metrics (:func:`ldct.metrics.photo_metrics`) on intensities, not HU: PSNR and SSIM with ``data_range``
 = the file's full scale (255 for 8-bit files, 65535 for 16-bit), SSIM per colour channel and averaged
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from ldct.errors import LdctError
-from ldct.evaluation.core import GAUSSIAN_SIGMA_PX, EvalResults, _spread
-from ldct.evaluation.report import _save, write_tables
+from ldct.evaluation.core import GAUSSIAN_SIGMA_PX, EvalResults, spread
+from ldct.evaluation.report import save_figure, write_tables
 from ldct.metrics.image import PHOTO_METRICS
 
 PHOTO_BASELINES = ("noisy", "gaussian")
@@ -47,7 +47,7 @@ def describe_noise(sim: dict[str, Any]) -> str:
 
 
 def evaluate_photos(
-    module: Any,
+    model: Any,
     dataset: Any,
     *,
     name: str = "model",
@@ -59,15 +59,14 @@ def evaluate_photos(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, np.ndarray]], dict[str, float]]:
     """Per-image rows, per-method summary, kept samples and timing for a whole-image
-    :class:`ldct.data.photos.PhotoDataset` (``module``: a network on [-1, 1] (B, C, H, W), or None)."""
+    :class:`ldct.data.photos.PhotoDataset` (``model``: a photo :class:`ldct.Denoiser`, or None)."""
     from ldct.baselines import gaussian_filter_hu
-    from ldct.infer.photos import predict_photo
     from ldct.metrics import photo_metrics
 
     chosen = set(PHOTO_BASELINES if baselines is True else () if baselines is False else baselines)
     if chosen - set(PHOTO_BASELINES):
         raise ValueError(f"unknown baselines {sorted(chosen - set(PHOTO_BASELINES))}; known: {PHOTO_BASELINES}")
-    idx = _spread(list(range(len(dataset))), max_images)
+    idx = spread(list(range(len(dataset))), max_images)
     rows: list[dict[str, Any]] = []
     samples: list[dict[str, np.ndarray]] = []
     timing = {"model_s": 0.0}
@@ -81,9 +80,9 @@ def evaluate_photos(
             outputs["noisy"] = noisy
         if "gaussian" in chosen:
             outputs["gaussian"] = np.clip(gaussian_filter_hu(noisy, GAUSSIAN_SIGMA_PX), 0.0, scale)
-        if module is not None:
+        if model is not None:
             t0 = time.perf_counter()
-            outputs[name] = predict_photo(module, noisy, scale, tile=tile, device=device)
+            outputs[name] = model.for_full_scale(scale).photo(noisy, tile=tile, device=device)
             timing["model_s"] += time.perf_counter() - t0
         ident = {"image": dataset.ids[k], "file": str(dataset.paths[k]), "height": int(clean.shape[1]),
                  "width": int(clean.shape[2]), "channels": int(clean.shape[0]), "data_range": scale}
@@ -136,7 +135,7 @@ def samples_figure(samples: list[dict[str, np.ndarray]], path: Path, *, model: s
                 ax.set_title(key, fontsize=9)
         axes[r, 0].text(1, 4, str(s["image"]), color="yellow", fontsize=8, va="top")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def photo_summary_table(results: EvalResults, title: str = "evaluation", caption: str | None = None) -> Any:
@@ -158,7 +157,7 @@ def photo_summary_table(results: EvalResults, title: str = "evaluation", caption
 
 
 def evaluate_photo_run(
-    method: Any,
+    model: Any,
     meta: dict[str, Any],
     model_path: Path,
     data: Path,
@@ -176,8 +175,8 @@ def evaluate_photo_run(
 ) -> tuple[EvalResults, Path]:
     """:func:`ldct.evaluation.run.evaluate_run` for a photo model (see the module docstring)."""
     from ldct.data.photos import PhotoDataset, find_photos
-    from ldct.evaluation.run import choose_part, default_out_dir, model_name, run_data_config
-    from ldct.infer.predict import resolve_device
+    from ldct.denoiser import resolve_device
+    from ldct.evaluation.runs import choose_part, default_out_dir, model_name, run_data_config
 
     if doses:
         raise LdctError("--doses does not apply to a model trained on photographs (the noise is the recipe's "
@@ -194,7 +193,7 @@ def evaluate_photo_run(
     net = meta.get("network") or {}
     name = model_name(meta)
     dev = resolve_device(device)
-    rows, summary, samples, timing = evaluate_photos(method.inference_module(), ds, name=name, baselines=baselines,
+    rows, summary, samples, timing = evaluate_photos(model, ds, name=name, baselines=baselines,
                                                      device=dev, tile=tile, max_images=max_images,
                                                      progress=progress)
     ranges = sorted({float(r["data_range"]) for r in rows})

@@ -98,7 +98,7 @@ def write_results(results: EvalResults, out_dir: str | Path, *, figures: bool = 
     return paths
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_file(path) as tmp:
@@ -133,7 +133,7 @@ def metrics_figure(results: EvalResults, dose: float, path: Path) -> Path:
             ax.set_ylim(lo - 0.15 * (hi - lo + 1e-6) - (0.02 if col.startswith("ssim") else 1.0), hi + 0.1 * (hi - lo + 1e-6))
     fig.suptitle(f"dose {dose:g} of normal dose, {rows[0]['n']} slices ({rows[0]['patients']})", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def samples_figure(samples: list[dict[str, np.ndarray]], dose: float, path: Path, *, model: str = "model") -> Path:
@@ -159,7 +159,7 @@ def samples_figure(samples: list[dict[str, np.ndarray]], dose: float, path: Path
         axes[r, 0].text(2, 12, f"{s.get('patient_id')} #{s.get('slice_index')}", color="yellow", fontsize=8)
     fig.suptitle(f"display window {win.describe()}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def summary_table(results: EvalResults, title: str = "evaluation") -> Any:

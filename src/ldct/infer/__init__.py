@@ -1,6 +1,3 @@
-"""Inference: whole-slice and tiled prediction, HU volumes in -> HU volumes out (streamed in slice batches)."""
-
-from ldct.infer.predict import iter_predict, predict_volume, resolve_device
-from ldct.infer.tiling import tile_starts, tiled_forward
-
-__all__ = ["iter_predict", "predict_volume", "resolve_device", "tile_starts", "tiled_forward"]
+"""Denoising files: ``ldct denoise`` as a library call (:mod:`ldct.infer.pipeline`), photographs
+(:mod:`ldct.infer.photos`) and the training-domain check (:mod:`ldct.infer.domain`). The network itself is
+run by :class:`ldct.Denoiser`."""

@@ -3,7 +3,7 @@
 A photo model's metadata says ``data_kind: photos`` (:func:`ldct.model_zoo.data_kind_of`). Its images are
 intensities, not HU: each file is read (``ldct.io.read_volume``: RGB, grey or 16-bit grey; alpha kept
 aside), mapped to [-1, 1] by :func:`ldct.data.photos.photo_to_net` with the file's own full scale (255 or
-65535), run through the generator whole or in blended tiles (:func:`ldct.infer.tiling.tiled_forward`),
+65535), run through the generator whole or in blended tiles (:func:`ldct.tiling.tiled_forward`),
 mapped back, clipped, rounded and written as PNG of the input's size and mode (RGB, RGBA, L, LA or
 16-bit grey) atomically (:mod:`ldct.atomic`). A 3-channel model takes a grey file as three equal channels
 and gives back their mean; a 1-channel model denoises each colour channel on its own.
@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ldct.atomic import atomic_dir, atomic_file
 from ldct.data.photos import PHOTO_SUFFIXES
+from ldct.denoiser import Denoiser, auto_precision, resolve_device
 from ldct.errors import LdctError
-from ldct.infer.predict import _autocast, check_finite_output, resolve_device
-from ldct.infer.tiling import check_tiling, tiled_forward
+from ldct.tiling import check_tiling
 
 
 def is_photo_input(path: Path) -> bool:
@@ -54,35 +52,6 @@ def check_model_input(model: Any, inp: Path) -> None:
     if model.data_kind != "photos" and photo_in:
         raise LdctError(f"this is a photograph, but model {model.name} was trained on CT (Hounsfield units); "
                         "use a model trained on photographs (ldct train pix2pix_photos)", inp)
-
-
-def predict_photo(module: nn.Module, img: np.ndarray, full_scale: float, *, tile: int | None = None,
-                  overlap: int = 32, device: str | torch.device = "cpu", precision: str = "32",
-                  source: str | Path | None = None) -> np.ndarray:
-    """Denoise one (C, H, W) photograph of intensities in [0, full_scale] with a network on [-1, 1] data.
-
-    ``C`` must be the network's input channels. Returns float32 (C, H, W) intensities clipped to
-    [0, full_scale] (not rounded). A NaN or infinite network output raises :class:`LdctError` naming
-    ``source`` (the model)."""
-    from ldct.data.photos import photo_to_net
-
-    if tile is not None:
-        check_tiling(tile, overlap)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    module = module.to(dev).eval()
-    x = torch.from_numpy(photo_to_net(img, full_scale))[None].to(dev)
-
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        with _autocast(dev, precision):
-            return module(t).float()
-
-    with torch.inference_mode():
-        y = fn(x) if tile is None else tiled_forward(fn, x, tile=tile, overlap=overlap)
-    if y.shape != x.shape:
-        raise RuntimeError(f"network output {tuple(y.shape)} does not match its input {tuple(x.shape)}")
-    check_finite_output(y, source, "this image")
-    out = (y[0].float().cpu().numpy() + 1.0) * (full_scale / 2.0)
-    return np.clip(out, 0.0, full_scale).astype(np.float32)
 
 
 @dataclass
@@ -111,17 +80,18 @@ def read_photo_file(path: Path) -> PhotoImage:
     return PhotoImage(img, scale, alpha)
 
 
-def denoise_image(model: Any, photo: PhotoImage, **kw: Any) -> np.ndarray:
-    """(C, H, W) denoised intensities of ``photo`` (same channels) with a photo model (``LoadedModel``)."""
+def denoise_image(model: Denoiser, photo: PhotoImage, **kw: Any) -> np.ndarray:
+    """(C, H, W) denoised intensities of ``photo`` (same channels) with a photo model; the file's own full
+    scale (255 or 65535) sets the intensity window."""
     want = int(model.channels)
     img = photo.data
-    kw = {"source": getattr(model, "source", None), **kw}
+    den = model.for_full_scale(photo.full_scale)
     if img.shape[0] == want:
-        return predict_photo(model.module, img, photo.full_scale, **kw)
+        return den.photo(img, **kw)
     if want == 3 and img.shape[0] == 1:  # grey file, colour model: three equal channels in, their mean out
-        return predict_photo(model.module, np.repeat(img, 3, axis=0), photo.full_scale, **kw).mean(0, keepdims=True)
+        return den.photo(np.repeat(img, 3, axis=0), **kw).mean(0, keepdims=True)
     if want == 1:  # colour file, grey model: each channel on its own
-        return np.concatenate([predict_photo(model.module, c[None], photo.full_scale, **kw) for c in img])
+        return np.concatenate([den.photo(c[None], **kw) for c in img])
     raise LdctError(f"model {model.name} takes {want} channels; this image has {img.shape[0]}")
 
 
@@ -205,7 +175,7 @@ def denoise_photos(
 ) -> PhotoDenoiseResult:
     """Denoise a PNG/JPG file (-> ``out``.png) or a folder of them (-> folder ``out``, same relative paths,
     .png) with a photo model; everything appears at once (atomic file / folder) or not at all."""
-    from ldct.infer.pipeline import check_paths, torch_bf16_ok
+    from ldct.infer.pipeline import check_paths
 
     inp, out = Path(inp), Path(out)
     check_paths(inp, out, overwrite=overwrite, preview=preview)
@@ -217,7 +187,7 @@ def denoise_photos(
         check_tiling(tile, overlap)
     dev = resolve_device(device)
     if precision == "auto":
-        precision = ("bf16" if torch_bf16_ok(dev) else "16") if dev.type == "cuda" else "32"
+        precision = auto_precision(dev)
     if on_start is not None:
         on_start(len(jobs))
     kw = {"tile": tile, "overlap": overlap, "device": dev, "precision": precision}

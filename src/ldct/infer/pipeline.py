@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from ldct.atomic import atomic_file, is_inside
+from ldct.denoiser import Denoiser, Progress, auto_precision, resolve_device
 from ldct.errors import LdctError
 from ldct.hu import DISPLAY_WINDOWS, to_display
-from ldct.infer.predict import Progress, predict_volume, resolve_device
-from ldct.model_zoo import LoadedModel
 from ldct.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -93,36 +92,6 @@ class DenoiseResult:
         return self.slices / self.seconds if self.seconds > 0 else float("inf")
 
 
-def choose_dose(
-    model: LoadedModel,
-    vol: Volume,
-    dose: float | None,
-    *,
-    reference_ctdivol: float | None = None,
-    reference_mas: float | None = None,
-    reference_noise_hu: float | None = None,
-) -> tuple[float | None, str]:
-    """The dose to give the model and a sentence saying where it came from."""
-    if not model.dose_conditioned:
-        if dose is not None:
-            return None, f"--dose {dose:g} ignored: {model.name} is not dose-conditioned"
-        return None, f"{model.name} is not dose-conditioned (no dose needed)"
-    if dose is not None:
-        return dose, f"dose {dose:g} from --dose"
-    try:
-        from ldct.dose import estimate_dose
-    except ImportError:
-        raise LdctError(f"model {model.name} is dose-conditioned: pass --dose (a fraction in (0, 1])") from None
-    ref_noise = reference_noise_hu
-    if ref_noise is None and reference_ctdivol is None and reference_mas is None:
-        ref_noise = model.meta.get("reference_noise_hu")  # the model's normal-dose training noise, if recorded
-    d, how = estimate_dose(
-        vol, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
-        reference_noise_hu=None if ref_noise is None else float(ref_noise),
-    )
-    return d, how
-
-
 def noise_before_after(before: np.ndarray, after: np.ndarray, max_slices: int = 16) -> tuple[
     float | None, float | None, str
 ]:
@@ -165,25 +134,11 @@ def write_preview(before: np.ndarray, after: np.ndarray, path: Path, *, labels: 
     return path
 
 
-def output_volume(vol: Volume, data: np.ndarray, scale: int, model: LoadedModel) -> Volume:
-    """The denoised Volume: same geometry (finer in-plane grid for scale > 1), provenance in meta."""
-    meta = {"ldct_model": model.name, "ldct_method": model.method, "ldct_network": model.network}
-    out = vol.with_data(data, **meta)
-    if scale != 1:
-        o = np.asarray(vol.orientation, dtype=np.float64)
-        sz, sy, sx = vol.spacing
-        # first voxel centre moves from half an old pixel to half a new pixel from the slice corner
-        shift = -o[:3] * (sx / 2 - sx / scale / 2) - o[3:] * (sy / 2 - sy / scale / 2)
-        out.spacing = (sz, sy / scale, sx / scale)
-        out.positions = np.asarray(vol.positions) + shift
-    return out
-
-
 def denoise_path(
     inp: Path,
     out: Path,
     *,
-    model: LoadedModel,
+    model: Denoiser,
     dose: float | None = None,
     device: str = "auto",
     batch_size: int = 4,
@@ -216,24 +171,19 @@ def denoise_path(
     output_kind(out)
     dev = resolve_device(device)
     if precision == "auto":
-        precision = ("bf16" if torch_bf16_ok(dev) else "16") if dev.type == "cuda" else "32"
+        precision = auto_precision(dev)
     vol = read_volume(inp, series=series)
     check_ct(vol, inp)
-    used_dose, how = choose_dose(
-        model, vol, dose, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
-        reference_noise_hu=reference_noise_hu,
-    )
+    used_dose, how = model.dose_for(vol, dose, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
+                                    reference_noise_hu=reference_noise_hu)
     if on_start is not None:
         on_start(vol, used_dose, how)
     t0 = time.perf_counter()
-    data = predict_volume(
-        model.module, vol.data, window=model.window, dose=used_dose, batch_size=batch_size, tile=tile,
-        overlap=overlap, device=dev, precision=precision, scale=model.scale, channels=model.channels,
-        progress=progress, source=model.source,
-    )
+    data = model.denoise_array(vol.data, used_dose, batch_size=batch_size, tile=tile, overlap=overlap, device=dev,
+                               precision=precision, progress=progress)
     seconds = time.perf_counter() - t0
-    result_vol = output_volume(vol, data, model.scale, model)
-    desc = f"ldct denoised ({model.name})"
+    result_vol = model.output_volume(vol, data)
+    desc = f"ldct denoised ({model.name}{f', strength {model.strength:g}' if model.strength != 1 else ''})"
     written = write_volume(result_vol, out, source=vol, description=desc, overwrite=overwrite, compress=compress,
                            series_number=derived_series_number(vol.meta.get("series_number"), "denoised"))
     if model.scale == 1:
@@ -251,9 +201,3 @@ def denoise_path(
         model=model.describe(), device=str(dev), dose=used_dose, dose_how=how, noise_before=before,
         noise_after=after, noise_how=nhow, preview=preview,
     )
-
-
-def torch_bf16_ok(dev) -> bool:
-    import torch
-
-    return dev.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -31,11 +31,11 @@ def _load_network(weights: str, network: dict[str, Any] | None, net: str | None)
     from ``network`` or else from the checkpoint's metadata (``networks[net]``, default: the inference
     network). Keys are matched as is or under the ``<net>.`` prefix ldct checkpoints use.
     """
-    from ldct.engine.checkpoint import _load_tensors, read_meta, resolve_checkpoint
-    from ldct.engine.specs import build_network
+    from ldct.models.files import load_tensors, read_meta, resolve_weights
+    from ldct.models.specs import build_network
 
-    path = resolve_checkpoint(Path(weights).expanduser(), prefer="best")
-    tensors = _load_tensors(path)
+    path = resolve_weights(Path(weights).expanduser(), prefer="best")
+    tensors = load_tensors(path)
     if network is None:
         meta = read_meta(path)  # raises a clear LdctError for a file without ldct metadata
         net = net or str(meta.get("inference_net", "net"))

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ldct.denoiser import Denoiser
+from ldct.hu import DEFAULT_NET_WINDOW, Window
 from ldct.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -29,7 +31,7 @@ class Method:
     """Base class. Subclasses call :meth:`add_net` in ``__init__`` and implement :meth:`training_step`."""
 
     name: ClassVar[str] = ""
-    #: name of the network used for inference (``predict``), e.g. "net" or "G"
+    #: name of the network that denoises (what :meth:`denoiser` wraps), e.g. "net" or "G"
     inference_net: ClassVar[str] = "net"
     #: True when the method's inference network takes a dose argument
     dose_conditioned: bool = False
@@ -102,14 +104,17 @@ class Method:
             sched.step()
 
     # inference ----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, h, w) low dose in network range -> (B, C, h*scale, w*scale) denoised."""
-        return self.inference_module()(x, dose)
-
-    def inference_module(self) -> nn.Module:
-        """A module ``forward(x, dose=None)`` that denoises; what ``ldct denoise`` runs."""
-        return _IgnoreDose(self.nets[self.inference_net])
+    def denoiser(self, window: Window = DEFAULT_NET_WINDOW, channels: int = 1, *,
+                 meta: dict[str, Any] | None = None) -> Denoiser:
+        """The trained denoising network as a :class:`ldct.Denoiser` (the same module, not a copy: it
+        follows training). ``window``/``channels`` are the data's; the method says its scale and whether
+        the network takes the dose. A distillation student is self-contained (encoder + decoder)."""
+        net = self.nets[self.inference_net]
+        net = getattr(net, "module", net)  # unwrap Fabric/DDP
+        net = getattr(net, "module", net)
+        return Denoiser(net, window=window, scale=int(self.scale), channels=int(channels),
+                        dose_conditioned=bool(self.dose_conditioned), name=self.name or "model",
+                        meta={"method": self.name, "inference_net": self.inference_net, **(meta or {})})
 
     # checkpoint ---------------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
@@ -136,12 +141,3 @@ class Method:
             module = getattr(module, "module", module)
             sub = {k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(name + ".")}
             module.load_state_dict(sub, strict=strict)
-
-
-class _IgnoreDose(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F_
 
-from ldct.engine.specs import NetSpec, split_spec
 from ldct.losses.adversarial import GANLoss, ImagePool
 from ldct.methods.base import METHODS
 from ldct.methods.gan_common import (
@@ -36,6 +35,8 @@ from ldct.methods.gan_common import (
     set_requires_grad,
     spec_value,
 )
+from ldct.models.specs import NetSpec
+from ldct.registry import split_spec
 
 
 @METHODS.register("cyclegan")

@@ -31,10 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldct.engine.specs import NetSpec, build_loss, build_network
 from ldct.errors import LdctError
+from ldct.losses.build import build_loss
 from ldct.methods.base import METHODS, Method
 from ldct.models.encdec import Encoded, EncoderDecoder
+from ldct.models.specs import NetSpec, build_network
 
 #: The default family of the distillation recipes (a CPU-sized NAFNet encoder-decoder).
 DEFAULT_FAMILY: dict[str, Any] = {
@@ -116,16 +117,18 @@ class DistillTeacher(_FrozenSetup, Method):
 
 def load_teacher(path: str) -> EncoderDecoder:
     """The teacher network of a ``teacher`` run / checkpoint folder / weights file (CPU, eval mode)."""
-    from ldct.engine.checkpoint import load_checkpoint
+    from ldct.models.files import inference_spec, meta_path, read_inference_weights
 
-    method, meta = load_checkpoint(path, inference_only=False, prefer="last")
-    net = method.nets.get("net")
-    net = getattr(net, "module", net)
-    if meta.get("method") != "teacher" or not isinstance(net, EncoderDecoder):
+    meta, state, weights_path = read_inference_weights(path, prefer="last")
+    _, spec = inference_spec(meta, meta_path(weights_path))
+    if meta.get("method") != "teacher" or spec.get("name") != "encdec":
         raise LdctError(
             f"not a distillation teacher (method {meta.get('method')!r}); train one first with "
             "`ldct train distill_teacher ...`", path)
-    return net
+    net = build_network(spec, where="args.teacher")
+    net.load_state_dict(state, strict=True)
+    assert isinstance(net, EncoderDecoder)
+    return net.eval()
 
 
 @METHODS.register("distill")
@@ -267,8 +270,3 @@ class Distill(_FrozenSetup, Method):
         self.backward(terms["loss"])
         opt.step()
         return {k: float(v.detach()) for k, v in terms.items()}
-
-    # inference ------------------------------------------------------------------------------------
-    def inference_module(self) -> nn.Module:
-        """The student encoder + decoder: ``forward(x, dose)`` (dose ignored when not conditioned)."""
-        return self.nets["student"]

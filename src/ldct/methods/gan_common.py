@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldct.engine.specs import NetSpec, build_loss, build_network, signature_params, split_spec
 from ldct.errors import LdctError
 from ldct.losses.adversarial import ImagePool
+from ldct.losses.build import build_loss
 from ldct.methods.base import Method
+from ldct.models.specs import NetSpec, build_network
+from ldct.registry import signature_params, split_spec
 
 #: Annotation for method arguments that are loss specs (a name, or {"name": ..., **kwargs}); the recipe
 #: validator checks them against ``ldct.losses.LOSSES``.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ldct.engine.specs import NetSpec
 from ldct.losses.adversarial import GANLoss
 from ldct.methods.base import METHODS
 from ldct.methods.gan_common import (
@@ -24,6 +23,7 @@ from ldct.methods.gan_common import (
     set_requires_grad,
     spec_value,
 )
+from ldct.models.specs import NetSpec
 
 
 @METHODS.register("pix2pix")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from ldct.engine.specs import NetSpec
 from ldct.losses.adversarial import GANLoss
 from ldct.methods.base import METHODS
 from ldct.methods.gan_common import (
@@ -27,6 +26,7 @@ from ldct.methods.gan_common import (
     out_channels_of,
     set_requires_grad,
 )
+from ldct.models.specs import NetSpec
 
 
 @METHODS.register("srgan")

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
-from ldct.engine.specs import NetSpec, build_loss, build_network
 from ldct.errors import LdctError
+from ldct.losses.build import build_loss
 from ldct.methods.base import METHODS, Method
+from ldct.models.specs import NetSpec, build_network
 
 #: Annotation for a loss given by name or {"name": ..., **kwargs} (checked against ldct.losses.LOSSES).
 LossSpec = str | dict[str, Any]

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from ldct.engine.specs import NetSpec
 from ldct.losses.adversarial import gradient_penalty
 from ldct.methods.base import METHODS
 from ldct.methods.gan_common import (
@@ -30,6 +29,7 @@ from ldct.methods.gan_common import (
     set_requires_grad,
     spec_value,
 )
+from ldct.models.specs import NetSpec
 
 
 @METHODS.register("wgan_gp")

@@ -92,7 +92,7 @@ class EncoderDecoder(nn.Module):
         blend: str = "none",
     ):
         super().__init__()
-        from ldct.engine.specs import build_network  # lazy: the engine imports the model registry
+        from ldct.models.specs import build_network  # lazy: ldct.models.specs imports ldct.models
 
         self.net = build_network(family, where="family")
         self.family = dict(self.net.ldct_spec)  # resolved spec, all keyword arguments

@@ -45,6 +45,7 @@ class REDCNN(nn.Module):
         out_channels = resolve_out_channels(in_channels, out_channels, True, "redcnn")
         k, c = kernel_size, channels
         self.shrink = 5 * (k - 1)
+        self.min_size = self.shrink + 1  # inputs are padded to at least this (also what ONNX export pads to)
         self.final_relu = final_relu
         self.conv = nn.ModuleList([nn.Conv2d(in_channels, c, k)] + [nn.Conv2d(c, c, k) for _ in range(4)])
         self.deconv = nn.ModuleList(
@@ -52,7 +53,7 @@ class REDCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, 1, min_size=self.shrink + 1)
+        x, size = pad_to_multiple(x, 1, min_size=self.min_size)
         res1 = x
         out = F.relu(self.conv[0](x))
         out = F.relu(self.conv[1](out))

@@ -242,7 +242,7 @@ def _run_facts(data: ReportData, run: Path) -> None:
 
 
 def _checkpoint_meta(run: Path, which: str) -> dict[str, Any]:
-    from ldct.engine.checkpoint import pointer_target  # refuses pointers that lead out of checkpoints/
+    from ldct.models.files import pointer_target  # refuses pointers that lead out of checkpoints/
 
     target = pointer_target(run / "checkpoints", which)
     if target is None or not (target / "meta.json").is_file():

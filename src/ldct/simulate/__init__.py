@@ -8,6 +8,7 @@ Public API::
     simulate_volume(vol, doses, *, downsample_factor=1, ...) -> SimulatedScan  # Volume in, Volumes out
     write_simulation(scan, out_dir, *, source) -> Path                          # series + manifest.json
     calibrate_i0(hu (Z,H,W), pixel_spacing_mm, geometry, ...) -> Calibration
+    Simulator(config).calibrate(hu (Z,H,W), spacing) / .simulate(slice, doses, spacing, seed, calibration)
     image_noise(x, *, mode="gaussian"|"poisson-gaussian", sigma, gain=0, black=0, seed=None) -> np.ndarray
     downsample(x, factor, method="area"|"bicubic") -> np.ndarray
     FanBeamGeometry, default_geometry(shape, pixel_spacing_mm)
@@ -23,6 +24,7 @@ from ldct.simulate.pipeline import MODES, SimulationResult, check_dose, simulate
 from ldct.simulate.projector import FILTERS, backproject, fbp, filter_sinogram, forward_project
 from ldct.simulate.resample import downsample
 from ldct.simulate.scan import SimulatedScan, simulate_volume, write_simulation
+from ldct.simulate.simulator import Simulator
 from ldct.simulate.speed import tune_allocator
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "FanBeamGeometry",
     "SimulatedScan",
     "SimulationResult",
+    "Simulator",
     "backproject",
     "calibrate_i0",
     "check_dose",

@@ -71,7 +71,7 @@ def check_dose(dose: float) -> float:
     return d
 
 
-def _check_inputs(arr: np.ndarray, doses: Sequence[float], mode: str, filter: str, ps: float, is_hu: bool) -> None:
+def check_inputs(arr: np.ndarray, doses: Sequence[float], mode: str, filter: str, ps: float, is_hu: bool) -> None:
     if mode not in MODES:
         raise LdctError(f"unknown simulation mode {mode!r}; known: {', '.join(MODES)}")
     if filter not in FILTERS and filter != "auto":
@@ -156,7 +156,7 @@ def simulate_doses(
     """
     arr = np.asarray(hu, dtype=np.float32)
     doses = [check_dose(d) for d in doses]
-    _check_inputs(arr, doses, mode, filter, float(pixel_spacing_mm), is_hu)
+    check_inputs(arr, doses, mode, filter, float(pixel_spacing_mm), is_hu)
     params: dict[str, Any] = {"mode": mode, "seed": seed, "pixel_spacing_mm": float(pixel_spacing_mm)}
     if mode != "projection":
         return _simulate_image(arr, doses, params, seed=seed, noise_sigma=noise_sigma, is_hu=is_hu)

@@ -4,7 +4,7 @@ Output folder layout (input format kept)::
 
     OUT/nd[...]          the normal-dose reference (DICOM folder, .nii.gz, .npy, .png/.tif)
     OUT/ld_0.25[...]     one low-dose series per dose (downsampled by --downsample for SR pairs)
-    OUT/manifest.json    see :mod:`ldct.data.manifest`
+    OUT/manifest.json    see :mod:`ldct.simulate.manifest` (written) and :mod:`ldct.data.manifest` (read)
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 
 import ldct
 from ldct.atomic import atomic_dir
-from ldct.data.manifest import dose_key, write_manifest
 from ldct.errors import LdctError
 from ldct.io.dicom_attrs import derived_series_number, scale_dose_headers, scale_dose_meta
+from ldct.simulate.manifest import dose_key, write_manifest
 from ldct.simulate.pipeline import simulate_doses
 from ldct.simulate.resample import downsample
 from ldct.volume import Volume
