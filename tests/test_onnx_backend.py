@@ -54,6 +54,9 @@ def test_denoise_auto_backend_is_onnxruntime_on_cpu_and_matches_torch(sample_dic
     stamp = cached[0].stat().st_mtime_ns
     assert main(["denoise", str(scan), "-o", str(tmp_path / "ort2.npy"), "--device", "cpu"]) == 0
     assert cached[0].stat().st_mtime_ns == stamp  # exported once, then reused
+    cached[0].write_bytes(b"not an onnx model")  # a damaged (or foreign) cache file is checked and redone
+    assert main(["denoise", str(scan), "-o", str(tmp_path / "ort3.npy"), "--device", "cpu"]) == 0
+    assert "(onnxruntime)" in capsys.readouterr().err and cached[0].stat().st_size > 100_000
     assert main(["denoise", str(scan), "-o", str(tmp_path / "pt.npy"), "--backend", "torch"]) == 0
     assert "(torch)" in capsys.readouterr().err
     ort, pt = np.load(tmp_path / "ort.npy"), np.load(tmp_path / "pt.npy")

@@ -66,7 +66,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 def choose_backend(backend: str, device: torch.device) -> str:
-    """``auto`` -> ``onnxruntime`` on the CPU when ONNX Runtime and the exporter are installed, else ``torch``."""
+    """``auto``: ``onnxruntime`` on the CPU when ONNX Runtime and its exporter are installed, else
+    ``torch``."""
     if backend not in (*BACKENDS, AUTO):
         raise LdctError(f"--backend {backend!r}: use auto, {' or '.join(BACKENDS)}")
     if backend != AUTO:
@@ -99,8 +100,8 @@ def check_finite_output(y: torch.Tensor, source: str | Path | None, what: str) -
     value: the weights are broken or do not suit this input, and nothing is written."""
     if not bool(torch.isfinite(y).all()):
         bad = int((~torch.isfinite(y)).sum())
-        raise LdctError(f"the model's output for {what} has {bad} NaN or infinite values (broken weights, or a "
-                        "model that does not suit this input); nothing was written", source)
+        raise LdctError(f"the model's output for {what} has {bad} NaN or infinite values (broken weights, or "
+                        "a model that does not suit this input); nothing was written", source)
 
 
 def _find(meta: Mapping[str, Any], key: str) -> Any:
@@ -130,12 +131,15 @@ class Denoiser:
         if data_kind not in ("ct", "photos"):
             raise ValueError(f"data_kind must be 'ct' or 'photos', got {data_kind!r}")
         self.net, self.window, self.scale, self.channels = net, window, int(scale), int(channels)
-        self.dose_conditioned, self.data_kind, self.full_scale = bool(dose_conditioned), data_kind, float(full_scale)
+        self.dose_conditioned, self.data_kind = bool(dose_conditioned), data_kind
+        self.full_scale = float(full_scale)
         self.name, self.source, self.meta = name, source, dict(meta or {})
         self.backend = "torch"
         #: share of the network's correction applied to CT: ``out = in + strength * (denoised - in)``
         #: (1 = the network's output; lower keeps some of the input's noise grain, see :meth:`with_strength`)
         self.strength = 1.0
+        #: the weights file it was loaded from (None when made in memory)
+        self.weights_path: Path | None = None
 
     # --- what it is -------------------------------------------------------------------------------------
     @property
@@ -150,8 +154,9 @@ class Denoiser:
         return f"{self.name} ({self.method}/{self.network})"
 
     def __repr__(self) -> str:
-        return (f"Denoiser({self.describe()}, window={self.window.lo:g}..{self.window.hi:g}, scale={self.scale}, "
-                f"channels={self.channels}, dose_conditioned={self.dose_conditioned}, backend={self.backend})")
+        return (f"Denoiser({self.describe()}, window={self.window.lo:g}..{self.window.hi:g}, "
+                f"scale={self.scale}, channels={self.channels}, dose_conditioned={self.dose_conditioned}, "
+                f"backend={self.backend})")
 
     # --- files ----------------------------------------------------------------------------------------------
     @classmethod
@@ -182,6 +187,7 @@ class Denoiser:
             detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
             raise LdctError(f"weights do not fit the network in the metadata: {detail[:300]}", weights_path) from None
         den = cls.from_meta(net.eval(), meta, name=name, source=path)
+        den.weights_path = weights_path
         return den.use_backend(backend) if backend != "torch" else den
 
     @classmethod
@@ -219,8 +225,8 @@ class Denoiser:
         meta.setdefault("format", 1)
         if self.data_kind == "photos":
             meta["full_scale"] = self.full_scale
-        if self.source is not None:
-            meta["exported_from"] = str(self.source)
+        if self.weights_path is not None or self.source is not None:
+            meta["exported_from"] = str(self.weights_path.parent if self.weights_path is not None else self.source)
         module = getattr(self.net, "module", self.net)
         tensors = {f"{net_name}.{k}": v for k, v in module.state_dict().items()}
         out = Path(out_dir)

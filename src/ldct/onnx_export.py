@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,20 @@ def cache_dir() -> Path:
 
 
 def _digest(den: Any) -> str:
+    """Cache key: the network's spec, code and weights, and the ldct/torch/opset versions that exported it."""
+    import inspect
+
+    import ldct
+
     h = hashlib.sha256(json.dumps(getattr(den.net, "ldct_spec", None) or den.meta.get("network"), sort_keys=True,
                                   default=str).encode())
-    h.update(f"{den.dose_conditioned}|{den.channels}|{torch.__version__}|{OPSET}".encode())
+    h.update(f"{den.dose_conditioned}|{den.channels}|{torch.__version__}|{ldct.__version__}|{OPSET}".encode())
+    for cls in type(den.net).__mro__:  # the code that defines the graph
+        if cls.__module__.startswith("ldct."):
+            try:
+                h.update(inspect.getsource(sys.modules[cls.__module__]).encode())
+            except (OSError, TypeError, KeyError):
+                h.update(cls.__qualname__.encode())
     for k, v in sorted(den.net.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
@@ -93,7 +105,10 @@ def export_onnx(den: Any, path: str | Path, *, size: int = 64, check: bool = Tru
                     size_multiple=m[0], min_size=m[1])
         entry = model.metadata_props.add()
         entry.key, entry.value = "ldct_meta", json.dumps(meta, default=str)
-        onnx.save_model(model, str(tmp))
+        try:
+            onnx.save_model(model, str(tmp))
+        except ValueError as exc:  # e.g. a protobuf over 2 GB
+            raise LdctError(f"cannot write the ONNX model ({str(exc)[:200]})", path) from None
         if check:  # an odd size too: the padding outside the graph must reproduce the network's own
             odd = tuple(torch.cat([a, a[:, :, :3]], dim=2)[..., :-5] if a.ndim == 4 else a for a in args)
             diff = max(_max_diff(tmp, net, args, den.scale), _max_diff(tmp, net, odd, den.scale))
@@ -124,7 +139,11 @@ def _session(path: Path) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  (ONNX Runtime raises its own exception types)
+        raise LdctError(f"ONNX Runtime {ort.__version__} cannot load this model ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})", path) from None
 
 
 def _multiple(net: torch.nn.Module) -> tuple[int, int]:
@@ -157,7 +176,11 @@ class OrtNetwork:
             if dose is None:
                 raise LdctError("this ONNX model is dose-conditioned: give the dose fraction")
             feeds[self.inputs[1]] = dose.detach().cpu().float().numpy().reshape(-1)
-        y = torch.from_numpy(self.session.run(None, feeds)[0])
+        try:
+            y = torch.from_numpy(self.session.run(None, feeds)[0])
+        except Exception as exc:  # noqa: BLE001  (ONNX Runtime's own exception types)
+            raise LdctError(f"ONNX Runtime failed on a {tuple(x.shape)} input ({type(exc).__name__}: "
+                            f"{str(exc).strip()[:200]})", self.path) from None
         return crop_to(y, (h * self.scale, w * self.scale))
 
     def to(self, device: Any) -> OrtNetwork:
@@ -171,11 +194,32 @@ def ort_network(den: Any) -> OrtNetwork:
     """``den``'s network as an ONNX Runtime session (exported once into :func:`cache_dir`)."""
     _require()
     path = cache_dir() / f"{_digest(den)}.onnx"
-    if not path.is_file():
+    multiple = _multiple(den.net)
+    if path.is_file():  # a cached export is checked again (milliseconds): a damaged or foreign file is redone
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(den, path)
-        except OSError as exc:
-            raise LdctError(f"cannot write the ONNX cache ({exc.strerror or exc}); set XDG_CACHE_HOME to a "
-                            "writable folder or use --backend torch", path.parent) from None
-    return OrtNetwork(path, multiple=_multiple(den.net), scale=den.scale)
+            net = OrtNetwork(path, multiple=multiple, scale=den.scale)
+            if _agrees(net, den):
+                return net
+        except LdctError:
+            pass
+        path.unlink(missing_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(den, path)
+    except OSError as exc:
+        raise LdctError(f"cannot write the ONNX cache ({exc.strerror or exc}); set XDG_CACHE_HOME to a "
+                        "writable folder or use --backend torch", path.parent) from None
+    return OrtNetwork(path, multiple=multiple, scale=den.scale)
+
+
+def _agrees(ort_net: OrtNetwork, den: Any) -> bool:
+    """ONNX Runtime and PyTorch give the same output (within :data:`MAX_DIFF`) on a small fixed input."""
+    m = max(_multiple(den.net))
+    side = max(32, -(-32 // m) * m)
+    x = torch.linspace(-1, 1, den.channels * side * side).reshape(1, den.channels, side, side)
+    args = (x, torch.full((1,), 0.25)) if den.dose_conditioned else (x,)
+    net = den.net.cpu().eval()
+    with torch.no_grad():
+        want = net(*args)
+    got = ort_net(*args)
+    return got.shape == want.shape and float((got - want).abs().max()) <= MAX_DIFF

@@ -83,19 +83,19 @@ def register(app: typer.Typer) -> None:
         if not is_photo_input(inp):
             output_kind(out)
         loaded = Denoiser.load(model)
+        check_model_input(loaded, inp)  # a CT model on a photograph or a photo model on CT: one line
+        if loaded.data_kind == "photos" and strength != 1.0:
+            raise LdctError("--strength applies to CT (Hounsfield units), not to photographs")
         if strength != 1.0:
             loaded = loaded.with_strength(strength)
-        if chosen != "torch":
+        if chosen != "torch":  # last: the first use of a model on ONNX Runtime exports it (seconds)
             try:
                 loaded = loaded.use_backend(chosen)
             except LdctError as exc:
                 if backend == chosen:  # asked for by name: its failure is the user's answer
                     raise
                 typer.echo(f"ldct: note: running on PyTorch ({exc.message})", err=True)
-        check_model_input(loaded, inp)  # a CT model on a photograph or a photo model on CT: one line
         if loaded.data_kind == "photos":
-            if strength != 1.0:
-                raise LdctError("--strength applies to CT (Hounsfield units), not to photographs")
             _denoise_photos(inp, out, loaded, dose=dose, device=device, tile=tile, overlap=overlap,
                             precision=precision, overwrite=overwrite, preview=preview)
             return

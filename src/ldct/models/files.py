@@ -270,10 +270,21 @@ def check_meta(meta: Mapping[str, Any], where: Path) -> None:
         raise bad("channels", "1 or an odd number of slices up to 15")
     if "step" in meta and not is_int(meta["step"]):
         raise bad("step", "a whole number")
-    fs = meta.get("full_scale")
-    if fs is not None and not (isinstance(fs, (int, float)) and not isinstance(fs, bool) and math.isfinite(fs)
-                               and fs > 0):
+    def positive(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    if meta.get("full_scale") is not None and not positive(meta["full_scale"]):
         raise bad("full_scale", "a positive number")
+    fs = (meta.get("data_summary") or {}).get("full_scale")
+    if fs is not None and not positive(fs):
+        raise LdctError(f"model metadata: data_summary.full_scale must be a positive number, got {fs!r}"[:300], where)
+    w = meta.get("hu_window")
+    if w is not None and not isinstance(w, dict) and not (isinstance(w, list) and len(w) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in w) and w[1] > w[0]):
+        raise bad("hu_window", "[low, high] finite HU with low < high")
+    ref = meta.get("reference_noise_hu")
+    if ref is not None and not positive(ref):
+        raise bad("reference_noise_hu", "a positive number")
 
 
 def inference_spec(meta: Mapping[str, Any], where: Path) -> tuple[str, dict[str, Any]]:
