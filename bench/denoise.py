@@ -239,10 +239,21 @@ def main() -> None:
     print("\nspeed (512x512 slices):")
     print(f"{'model':44s} {'device':6s} {'prec':5s} {'pipeline sl/s':>13s} {'plain sl/s':>11s} {'overhead':>9s}"
           f" {'s/slice':>8s}")
-    for r in rows:
+    for r in (r for r in rows if "pipeline_slices_per_s" in r):
         print(f"{r['model'][:44]:44s} {r['device']:6s} {r['precision']:5s} {r['pipeline_slices_per_s']:13.3f} "
               f"{r['plain_slices_per_s']:11.3f} {r['overhead_ratio']:8.3f}x {r['s_per_slice']:8.3f}"
               + (f"  512 slices: {r['projected_512_slices_s']:.1f} s" if "projected_512_slices_s" in r else ""))
+    backends = [r for r in rows if "onnxruntime_slices_per_s" in r or "error" in r]
+    if backends:
+        print("\nbackends on the CPU (same Denoiser.denoise_array; ldct denoise --backend auto picks ONNX Runtime):")
+        print(f"{'model':44s} {'torch sl/s':>10s} {'ORT sl/s':>9s} {'speed-up':>9s} {'max |diff| HU':>13s}"
+              f" {'export s':>9s}")
+        for r in backends:
+            if "error" in r:
+                print(f"{r['model'][:44]:44s} ONNX Runtime unavailable: {r['error']}")
+                continue
+            print(f"{r['model'][:44]:44s} {r['torch_slices_per_s']:10.3f} {r['onnxruntime_slices_per_s']:9.3f} "
+                  f"{r['onnxruntime_speedup']:8.2f}x {r['max_abs_diff_hu']:13.4f} {r['export_or_cache_load_s']:9.1f}")
     if mem:
         print(f"\npeak memory (VmHWM), {args.memory_slices} slices of 512x512:")
         for r in mem:
