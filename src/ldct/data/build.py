@@ -315,13 +315,15 @@ def eval_dataset(cfg: DataConfig | dict[str, Any], *, cache_dir: str | Path, pat
 
 def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path | None, seed: int = 0,
                    progress: bool = True) -> DataBundle:
-    """Datasets of a run: ``train`` (:class:`PatchDataset` or :class:`UnpairedPatchDataset`), ``val`` and
-    ``test`` (:class:`SliceDataset`, whole slices), the patient ``split`` (also written to
-    ``run_dir/split.json``) and a JSON-friendly ``summary`` (counts, doses, window, cache, warnings).
+    """Datasets of a run: ``train`` (:class:`PatchDataset`, :class:`MixedPatchDataset` with ``data.mix`` or
+    :class:`UnpairedPatchDataset`), ``val`` and ``test`` (:class:`SliceDataset`, whole slices), the patient
+    ``split`` (also written to ``run_dir/split.json``) and a JSON-friendly ``summary`` (counts, doses,
+    window, cache, warnings).
 
     ``run_dir`` None (DDP ranks other than 0) writes no split.json and, unless ``data.cache_dir`` is set,
     caches under ``$TMPDIR/ldct-cache/<data root hash>``. ``seed`` drives patch sampling only; the split
-    uses ``data.split.seed`` and the simulated noise ``data.seed``, so runs with different seeds are scored on the same patients and the same noisy inputs.
+    uses ``data.split.seed`` and the simulated noise ``data.seed``, so runs with different seeds are scored
+    on the same patients and the same noisy inputs.
     """
     cfg = data_cfg if isinstance(data_cfg, DataConfig) else parse_data_config(data_cfg)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -334,88 +336,46 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     root = Path(cfg.root) if cfg.root else Path(cfg.nd_root)  # type: ignore[arg-type]
     if not root.exists():
         raise LdctError("data path does not exist", root)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache" if run_dir else _tmp_cache(root)
     rank, world = _dist()
-    if world > 1:  # DDP: every process uses rank 0's cache (other ranks may get run_dir=None)
-        import torch.distributed as dist
-
-        shared = [str(cache_dir)]
-        dist.broadcast_object_list(shared, src=0)
-        cache_dir = Path(shared[0])
-    src = load_records(cfg, cache_dir)
-    kind, store, records, warnings = src.kind, src.store, src.records, src.warnings
-    scans, manifest, ld_store, ld_records = src.scans, src.manifest, src.ld_store, src.ld_records
-
-    patient_ids = src.patient_ids
-    split = make_split(patient_ids, cfg.split)
-    held_unknown = [p for p in split.val + split.test if p not in patient_ids]
-    if held_unknown:
-        raise LdctError(f"split names patients not in the data: {', '.join(held_unknown)}", root)
-    by_part = {part: [r for r in records if r.patient_id in set(getattr(split, part))] for part in
-               ("train", "val", "test")}
+    cache_dir = _cache_dir(cfg, run_dir, root, world)
+    src = load_records(cfg, cache_dir)                                     # 1. find the data
+    split, by_part = _split_records(src, cfg.split, root)                   # 2. split patients
     for r in by_part["train"]:
-        shape = store.index(r.nd.volume)["shape"]
-        check_size(tuple(shape), cfg.patch_size, r.source)
-
+        check_size(tuple(src.store.index(r.nd.volume)["shape"]), cfg.patch_size, r.source)
     on_disk = src.doses
     eval_doses = ([d for d in cfg.doses if d in on_disk] or on_disk) if on_disk is not None else cfg.doses
     train_doses = on_disk if on_disk is not None else cfg.train_doses()
-    fresh = not cfg.cache and kind == "simulated"
-    store.dose_hint = sorted(set(train_doses) | set(eval_doses)) if not fresh else list(eval_doses)
-    if kind == "unpaired":
-        ld_train = [r for r in (ld_records or []) if r.patient_id in set(split.train)]
-        train: Any = UnpairedPatchDataset(
-            ld_store, ld_train, store, by_part["train"], ld_dose=cfg.ld_dose or cfg.doses[0],  # type: ignore[arg-type]
-            patch_size=cfg.patch_size, channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment,
-            body_fraction=cfg.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
-            length=cfg.samples_per_epoch, seed=seed)
-        val = SliceDataset(store, [], doses=eval_doses)
-        test = SliceDataset(store, [], doses=eval_doses)
+    fresh = not cfg.cache and src.kind == "simulated"
+    src.store.dose_hint = sorted(set(train_doses) | set(eval_doses)) if not fresh else list(eval_doses)
+    warnings = list(src.warnings)
+    if src.kind == "unpaired":                                              # 3. datasets (+ simulate once)
+        train, val, test = _unpaired_datasets(cfg, src, split, by_part, eval_doses, seed)
         warnings.append("unpaired data: no paired validation/test slices (evaluate on a paired dataset)")
     else:
-        train = PatchDataset(
-            store, by_part["train"], doses=train_doses, patch_size=cfg.patch_size, scale=cfg.downsample,
-            channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
-            body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
-            fresh_noise=fresh, dose_range=cfg.dose_range, sample_by=cfg.sample_by)
-        full_val = SliceDataset(store, by_part["val"], doses=eval_doses, scale=cfg.downsample,
-                                channels=cfg.channels, window=cfg.hu_window)
-        val = full_val.subset(cfg.val_max_slices)
-        test = SliceDataset(store, by_part["test"], doses=eval_doses, scale=cfg.downsample,
-                            channels=cfg.channels, window=cfg.hu_window)
-        if kind == "simulated" and cfg.precompute:
-            todo = [(r, d) for r in by_part["train"] for d in ([] if fresh else train_doses)]
-            todo += list(val.items)
-            owner = {i: k % world for k, i in enumerate(dict.fromkeys(id(r) for r, _ in todo))}
-            mine = [(r, d) for r, d in todo if owner[id(r)] == rank]  # a slice's doses in one process
-            precompute(store, mine, channels=cfg.channels, progress=progress and rank == 0)
-            if world > 1:  # each process simulated its share; wait until the cache is complete
-                import torch.distributed as dist
-
-                dist.barrier()
+        train, val, test = _paired_datasets(cfg, src, by_part, train_doses, eval_doses, fresh, seed,
+                                            progress=progress and rank == 0, rank=rank, world=world)
     mixed = _mix_sources(cfg, cache_dir, held_out=set(split.val) | set(split.test), seed=seed,
                          progress=progress and rank == 0, rank=rank, world=world) if cfg.mix else []
-    if mixed:
+    if mixed:                                                               # 4. extra training sources
         train = MixedPatchDataset([train] + [m[0] for m in mixed], [1 - sum(w for _, w in cfg.mix)] +
                                   [w for _, w in cfg.mix], seed=seed)
-        for (_, _, info), (_, w) in zip(mixed, cfg.mix):
+        for _, _, info in mixed:
             warnings += info.pop("warnings")
     if not split.val:
         warnings.append("no validation patient (data.split.val)")
     if not split.test:
         warnings.append("no test patient (data.split.test)")
-
-    summary = {
-        "kind": kind, "root": str(root), "cache_dir": str(cache_dir),
+    summary = {                                                             # 5. what the run records
+        "kind": src.kind, "root": str(root), "cache_dir": str(cache_dir),
         "hu_window": [cfg.hu_window.lo, cfg.hu_window.hi], "patch_size": cfg.patch_size,
         "downsample": cfg.downsample, "channels": cfg.channels, "train_doses": train_doses,
         "eval_doses": eval_doses, "dose_range": list(cfg.dose_range) if cfg.dose_range else None,
-        "fresh_noise": fresh, "sim": cfg.sim if kind == "simulated" else (manifest or {}).get("parameters"),
+        "fresh_noise": fresh, "sim": cfg.sim if src.kind == "simulated" else (src.manifest or {}).get("parameters"),
         "noise_seed": cfg.seed, "split": split.to_dict(),
         "slices": {p: len(v) for p, v in by_part.items()},
-        "patients": {pid: {"part": split.part_of(pid), "slices": sum(r.patient_id == pid for r in records)}
-                     for pid in patient_ids},
-        "scans": describe(scans) if scans else [],
+        "patients": {pid: {"part": split.part_of(pid), "slices": sum(r.patient_id == pid for r in src.records)}
+                     for pid in src.patient_ids},
+        "scans": describe(src.scans) if src.scans else [],
         # the training domain (ldct.infer.domain warns when a scan to denoise lies far outside it)
         "pixel_spacing_mm": _spacing_range(by_part["train"] + [r for m in mixed for r in m[0].records]),
         "mix": [m[2] for m in mixed],
@@ -424,6 +384,70 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     if run_dir is not None:
         write_split(split, run_dir, {"data_root": str(root), "patients": summary["patients"]})
     return DataBundle(train, val, test, summary["split"], summary, cfg, split, by_part)
+
+
+def _cache_dir(cfg: DataConfig, run_dir: Path | None, root: Path, world: int) -> Path:
+    """``data.cache_dir``, else ``RUN/cache``, else a temporary folder per data root; under DDP every
+    process uses rank 0's."""
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache" if run_dir else _tmp_cache(root)
+    if world > 1:
+        import torch.distributed as dist
+
+        shared = [str(cache_dir)]
+        dist.broadcast_object_list(shared, src=0)
+        cache_dir = Path(shared[0])
+    return cache_dir
+
+
+def _split_records(src: Sources, split_cfg: dict[str, Any], root: Path) -> tuple[Split, dict[str, list[SliceRecord]]]:
+    """The patient split (never slices) and the records of each part."""
+    patient_ids = src.patient_ids
+    split = make_split(patient_ids, split_cfg)
+    held_unknown = [p for p in split.val + split.test if p not in patient_ids]
+    if held_unknown:
+        raise LdctError(f"split names patients not in the data: {', '.join(held_unknown)}", root)
+    by_part = {part: [r for r in src.records if r.patient_id in set(getattr(split, part))]
+               for part in ("train", "val", "test")}
+    return split, by_part
+
+
+def _unpaired_datasets(cfg: DataConfig, src: Sources, split: Split, by_part: dict[str, list[SliceRecord]],
+                       eval_doses: list[float], seed: int) -> tuple[Any, SliceDataset, SliceDataset]:
+    ld_train = [r for r in (src.ld_records or []) if r.patient_id in set(split.train)]
+    train = UnpairedPatchDataset(
+        src.ld_store, ld_train, src.store, by_part["train"], ld_dose=cfg.ld_dose or cfg.doses[0],  # type: ignore[arg-type]
+        patch_size=cfg.patch_size, channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment,
+        body_fraction=cfg.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
+        length=cfg.samples_per_epoch, seed=seed)
+    return train, SliceDataset(src.store, [], doses=eval_doses), SliceDataset(src.store, [], doses=eval_doses)
+
+
+def _paired_datasets(cfg: DataConfig, src: Sources, by_part: dict[str, list[SliceRecord]], train_doses: list[float],
+                     eval_doses: list[float], fresh: bool, seed: int, *, progress: bool, rank: int,
+                     world: int) -> tuple[PatchDataset, SliceDataset, SliceDataset]:
+    """Training patches, validation and test slices; simulated low dose of the training and validation slices
+    made once up front (``precompute``; under DDP each process simulates its share)."""
+    store = src.store
+    train = PatchDataset(
+        store, by_part["train"], doses=train_doses, patch_size=cfg.patch_size, scale=cfg.downsample,
+        channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
+        body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
+        fresh_noise=fresh, dose_range=cfg.dose_range, sample_by=cfg.sample_by)
+    val = SliceDataset(store, by_part["val"], doses=eval_doses, scale=cfg.downsample, channels=cfg.channels,
+                       window=cfg.hu_window).subset(cfg.val_max_slices)
+    test = SliceDataset(store, by_part["test"], doses=eval_doses, scale=cfg.downsample, channels=cfg.channels,
+                        window=cfg.hu_window)
+    if src.kind == "simulated" and cfg.precompute:
+        todo = [(r, d) for r in by_part["train"] for d in ([] if fresh else train_doses)]
+        todo += list(val.items)
+        owner = {i: k % world for k, i in enumerate(dict.fromkeys(id(r) for r, _ in todo))}
+        mine = [(r, d) for r, d in todo if owner[id(r)] == rank]  # a slice's doses in one process
+        precompute(store, mine, channels=cfg.channels, progress=progress)
+        if world > 1:  # each process simulated its share; wait until the cache is complete
+            import torch.distributed as dist
+
+            dist.barrier()
+    return train, val, test
 
 
 def _mix_sources(cfg: DataConfig, cache_dir: Path, *, held_out: set[str], seed: int, progress: bool,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,7 +290,3 @@ def select_series(series: list[SeriesInfo], choice: str | None, where: str | Pat
         return series[int(c)]
     listing = "; ".join(s.describe() for s in series)
     raise LdctError(f"no series {c!r} here; found: {listing}", where)
-
-
-def iter_datasets(series: SeriesInfo) -> Iterable[tuple[Path, Dataset]]:
-    return zip(series.files, series.datasets)

@@ -120,11 +120,3 @@ def default_geometry(
     s_max = sid * radius / math.sqrt(sid * sid - radius * radius)  # virtual-detector half width
     iso_spacing = 2.0 * s_max / n_det
     return FanBeamGeometry(n_views=n_views, n_det=n_det, det_spacing=iso_spacing * sdd / sid, sid=sid, sdd=sdd)
-
-
-def pixel_coordinates(shape: tuple[int, int], pixel_spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x (W,), y (H,)) pixel-centre coordinates in mm, isocentre at the image centre."""
-    h, w = shape
-    x = (np.arange(w, dtype=np.float64) - (w - 1) / 2.0) * pixel_spacing_mm
-    y = (np.arange(h, dtype=np.float64) - (h - 1) / 2.0) * pixel_spacing_mm
-    return x, y
