@@ -100,7 +100,6 @@ def evaluate(
     Returns:
         :class:`EvalResults` with per-slice ``rows`` and per-(dose, method) ``summary``.
     """
-    from ldct.baselines import bm3d_hu, gaussian_filter_hu
     from ldct.metrics import compute_metrics
     from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
 
@@ -123,19 +122,7 @@ def evaluate(
         ident["dose"] = dose
         roi = soft_tissue_roi(nd_c)
         nd_noise = noise_std_hu(nd_c, roi=roi) if roi.any() else math.nan
-        sr = ld_c.shape != nd_c.shape
-        ld_up = _upsample(ld_c, nd_c.shape) if sr else ld_c
-        outputs: dict[str, np.ndarray] = {}
-        if "low-dose" in chosen:
-            outputs["low-dose (bicubic)" if sr else "low-dose"] = ld_up
-        if "gaussian" in chosen:
-            g = gaussian_filter_hu(ld_c, GAUSSIAN_SIGMA_PX)
-            outputs["gaussian"] = _upsample(g, nd_c.shape) if sr else g
-        if "bm3d" in chosen and i in bm3d_set:
-            t0 = time.perf_counter()
-            b = bm3d_hu(ld_c)
-            timing["bm3d_s"] += time.perf_counter() - t0
-            outputs["bm3d"] = _upsample(b, nd_c.shape) if sr else b
+        outputs, ld_up = _baseline_outputs(ld_c, nd_c.shape, chosen, i in bm3d_set, timing)
         if model is not None:
             t0 = time.perf_counter()
             out = model.denoise_stack(ld, dose if model.dose_conditioned else None, tile=tile, device=device)
@@ -146,8 +133,8 @@ def evaluate(
             outputs[name] = out
             kept = samples.setdefault(dose, [])
             if len(kept) < keep_samples:
-                kept.append({"ld": ld_up, "out": out, "nd": nd_c, **{k: ident.get(k) for k in ("patient_id",
-                                                                                               "slice_index")}})
+                kept.append({"ld": ld_up, "out": out, "nd": nd_c,
+                             **{k: ident.get(k) for k in ("patient_id", "slice_index")}})
         for method, img in outputs.items():
             row = {"method": method, **ident, **compute_metrics(img, nd_c, wins), **_noise(img, nd_c, roi),
                    "noise_std_nd_hu": nd_noise}
@@ -160,6 +147,28 @@ def evaluate(
             "scale": model.scale if model else 1, "dose_conditioned": model.dose_conditioned if model else False,
             "n_items": len(items), "timing_s": timing}
     return EvalResults(rows, summarize(rows, metric_cols), metric_cols, meta, samples)
+
+
+def _baseline_outputs(ld_c: np.ndarray, nd_shape: tuple[int, ...], chosen: set[str], with_bm3d: bool,
+                      timing: dict[str, float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The baseline images of one (h, w) HU input at the reference size (bicubic-upsampled for
+    super-resolution), and the upsampled input itself."""
+    from ldct.baselines import bm3d_hu, gaussian_filter_hu
+
+    sr = ld_c.shape != nd_shape
+    ld_up = _upsample(ld_c, nd_shape) if sr else ld_c
+    outputs: dict[str, np.ndarray] = {}
+    if "low-dose" in chosen:
+        outputs["low-dose (bicubic)" if sr else "low-dose"] = ld_up
+    if "gaussian" in chosen:
+        g = gaussian_filter_hu(ld_c, GAUSSIAN_SIGMA_PX)
+        outputs["gaussian"] = _upsample(g, nd_shape) if sr else g
+    if "bm3d" in chosen and with_bm3d:
+        t0 = time.perf_counter()
+        b = bm3d_hu(ld_c)
+        timing["bm3d_s"] += time.perf_counter() - t0
+        outputs["bm3d"] = _upsample(b, nd_shape) if sr else b
+    return outputs, ld_up
 
 
 def spread(idx: list[int], n: int | None) -> list[int]:
