@@ -183,6 +183,8 @@ def register(app: typer.Typer) -> None:
         """Export a model: to ONNX (for ONNX Runtime and other runtimes) or to a self-contained model folder."""
         from ldct.denoiser import Denoiser
 
+        if out.suffix.lower() != ".onnx" and out.suffix != "":
+            raise LdctError("unsupported export: use a .onnx file or a folder name without suffix", out)
         if out.exists() and not overwrite:
             raise LdctError("output already exists (pass --overwrite to replace it)", out)
         den = Denoiser.load(model)
@@ -194,11 +196,9 @@ def register(app: typer.Typer) -> None:
                        f"{MAX_DIFF:g}; inputs x (B, {den.channels}, H, W)"
                        f"{', dose (B,)' if den.dose_conditioned else ''}, network range of window "
                        f"[{den.window.lo:g}, {den.window.hi:g}])")
-        elif out.suffix == "":
+        else:
             den.save(out, overwrite=overwrite)
             typer.echo(f"wrote {out} (weights.safetensors + meta.json)")
-        else:
-            raise LdctError("unsupported export: use a .onnx file or a folder name without suffix", out)
 
     @app.command("models")
     def models(
