@@ -55,6 +55,10 @@ def run(fabric):
             same = torch.allclose(allv[0], allv[1], rtol=0, atol=1e-9)
             print(name, "ranks agree" if same else f"RANKS DIFFER {allv.tolist()}", flush=True)
     sys.stdout.flush()
+    # a clean gloo shutdown: left to interpreter exit, its threads once aborted the process (SIGABRT,
+    # "terminate called without an active exception") after all the work was done
+    fabric.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
