@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_pairs import copy_real_pairs
 
 from ldct.data import build_datasets
 from ldct.data.config import parse_data_config
 from ldct.errors import LdctError
-
-
-def _pairs(shared_data, root):
-    real = shared_data.parent / "real_pairs" / "mayo"
-    for pid in ("L096", "L143", "L286"):
-        for kind in ("full", "quarter"):
-            src = real / pid / f"{kind}_3mm_sharp"
-            dst = root / pid / src.name
-            dst.mkdir(parents=True)
-            f = sorted(src.iterdir())[0]
-            (dst / f.name).write_bytes(f.read_bytes())
-    return root
 
 
 def _normal_dose(shared_data, root):
@@ -61,7 +50,7 @@ def test_mix_inherits_the_parent_and_round_trips():
 
 
 def test_mix_draws_by_weight_and_never_trains_on_held_out_patients(shared_data, tmp_path):
-    pairs = _pairs(shared_data, tmp_path / "pairs")
+    pairs = copy_real_pairs(shared_data, tmp_path / "pairs")
     nd = _normal_dose(shared_data, tmp_path / "nd")
     cfg = {"root": str(pairs), "kind": "paired_dirs", "patch_size": 64, "doses": [0.25], "samples_per_epoch": 400,
            "split": {"test": ["L286"], "val": 0}, "cache": False,
@@ -88,7 +77,7 @@ def test_mix_draws_by_weight_and_never_trains_on_held_out_patients(shared_data, 
 
 
 def test_mix_source_with_only_held_out_patients_is_refused(shared_data, tmp_path):
-    pairs = _pairs(shared_data, tmp_path / "pairs")
+    pairs = copy_real_pairs(shared_data, tmp_path / "pairs")
     nd = tmp_path / "nd"
     (nd / "L286").mkdir(parents=True)
     f = sorted((shared_data.parent / "real_pairs" / "mayo" / "L286" / "full_3mm_sharp").iterdir())[1]

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import csv
 
+from helpers_pairs import copy_real_pairs
+
 from ldct.cli import main
 from ldct.evaluation.run import evaluate_run
 
 
-def _pairs(shared_data, root):
-    real = shared_data.parent / "real_pairs" / "mayo"
-    for pid in ("L096", "L143", "L286"):
-        for kind in ("full", "quarter"):
-            src = real / pid / f"{kind}_3mm_sharp"
-            dst = root / pid / src.name
-            dst.mkdir(parents=True)
-            f = sorted(src.iterdir())[0]
-            (dst / f.name).write_bytes(f.read_bytes())
-    return root
-
-
 def test_bundled_model_on_real_pairs_per_patient(shared_data, tmp_path):
-    data = _pairs(shared_data, tmp_path / "pairs")
+    data = copy_real_pairs(shared_data, tmp_path / "pairs")
     results, out = evaluate_run("default", data, out=tmp_path / "eval", split="all", baselines=("low-dose",),
                                 figures=False)
     rows = list(csv.DictReader((out / "per_slice.csv").open()))
@@ -36,7 +26,7 @@ def test_bundled_model_on_real_pairs_per_patient(shared_data, tmp_path):
 
 
 def test_evaluate_by_bundled_name_writes_outside_the_package(shared_data, tmp_path, monkeypatch):
-    data = _pairs(shared_data, tmp_path / "pairs")
+    data = copy_real_pairs(shared_data, tmp_path / "pairs")
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "default", "--data", str(data), "--split", "all", "--no-baselines",
                  "--max-slices", "1"]) == 0
@@ -47,7 +37,7 @@ def test_simulated_outputs_of_anonymous_patients_stay_apart(shared_data, tmp_pat
     """Every Mayo header says PatientID "Anonymous": ldct simulate of two patients must give two patients."""
     from ldct.data.build import build_datasets
 
-    data = _pairs(shared_data, tmp_path / "pairs")
+    data = copy_real_pairs(shared_data, tmp_path / "pairs")
     out = tmp_path / "sim"
     assert main(["simulate", str(data / "L096" / "full_3mm_sharp"), str(data / "L286" / "full_3mm_sharp"),
                  "--dose", "0.25", "-o", str(out)]) == 0

@@ -165,28 +165,15 @@ class Denoiser:
         checkpoint or model folder, or a ``.safetensors`` file; ``backend="onnxruntime"`` runs the network
         exported to ONNX. Only the denoising network is built: a distillation run needs no teacher on disk."""
         from ldct.model_zoo import find_model
-        from ldct.models.files import read_inference_weights
-        from ldct.models.specs import build_network
+        from ldct.models.files import load_inference_network
 
         if backend not in BACKENDS:
             raise LdctError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}")
         found = find_model(None if model is None else str(model))
         path, name = (found.weights, found.name) if not isinstance(found, Path) else (
             found, found.stem if found.is_file() else found.name)
-        meta, state, weights_path = read_inference_weights(path, prefer=prefer)
-        from ldct.models.files import inference_spec, meta_path
-
-        _, spec = inference_spec(meta, meta_path(weights_path))
-        try:
-            net = build_network(spec, where="network")
-        except LdctError as exc:
-            raise LdctError(f"model metadata: {exc}", meta_path(weights_path)) from None
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
-            raise LdctError(f"weights do not fit the network in the metadata: {detail[:300]}", weights_path) from None
-        den = cls.from_meta(net.eval(), meta, name=name, source=path)
+        net, meta, weights_path = load_inference_network(path, prefer=prefer)
+        den = cls.from_meta(net, meta, name=name, source=path)
         den.weights_path = weights_path
         return den.use_backend(backend) if backend != "torch" else den
 

@@ -26,7 +26,7 @@ from ldct.data.config import DataConfig, parse_data_config
 from ldct.data.datasets import MixedPatchDataset, PatchDataset, SliceDataset, UnpairedPatchDataset
 from ldct.data.discover import Scan, describe, discover
 from ldct.data.patches import check_size
-from ldct.data.split import make_split, write_split
+from ldct.data.split import Split, make_split, write_split
 from ldct.data.store import MIN_BODY_FRACTION, SliceLoc, SliceRecord, SliceStore
 from ldct.errors import LdctError
 
@@ -340,12 +340,10 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     cache_dir = _cache_dir(cfg, run_dir, root, world)
     src = load_records(cfg, cache_dir)                                     # 1. find the data
     split, by_part = _split_records(src, cfg.split, root)                   # 2. split patients
-    for r in by_part["train"]:
-        check_size(tuple(src.store.index(r.nd.volume)["shape"]), cfg.patch_size, r.source)
+    _check_patches_fit(src.store, by_part["train"], cfg.patch_size)
     on_disk = src.doses
     eval_doses = ([d for d in cfg.doses if d in on_disk] or on_disk) if on_disk is not None else cfg.doses
-    train_doses = on_disk if on_disk is not None else cfg.train_doses()
-    fresh = not cfg.cache and src.kind == "simulated"
+    train_doses, fresh = _training_doses(cfg, src)
     src.store.dose_hint = sorted(set(train_doses) | set(eval_doses)) if not fresh else list(eval_doses)
     warnings = list(src.warnings)
     if src.kind == "unpaired":                                              # 3. datasets (+ simulate once)
@@ -428,11 +426,7 @@ def _paired_datasets(cfg: DataConfig, src: Sources, by_part: dict[str, list[Slic
     """Training patches, validation and test slices; simulated low dose of the training and validation slices
     made once up front (``precompute``; under DDP each process simulates its share)."""
     store = src.store
-    train = PatchDataset(
-        store, by_part["train"], doses=train_doses, patch_size=cfg.patch_size, scale=cfg.downsample,
-        channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
-        body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
-        fresh_noise=fresh, dose_range=cfg.dose_range, sample_by=cfg.sample_by)
+    train = _patch_dataset(cfg, cfg, store, by_part["train"], train_doses, fresh, seed)
     val = SliceDataset(store, by_part["val"], doses=eval_doses, scale=cfg.downsample, channels=cfg.channels,
                        window=cfg.hu_window).subset(cfg.val_max_slices)
     test = SliceDataset(store, by_part["test"], doses=eval_doses, scale=cfg.downsample, channels=cfg.channels,
@@ -440,14 +434,43 @@ def _paired_datasets(cfg: DataConfig, src: Sources, by_part: dict[str, list[Slic
     if src.kind == "simulated" and cfg.precompute:
         todo = [(r, d) for r in by_part["train"] for d in ([] if fresh else train_doses)]
         todo += list(val.items)
-        owner = {i: k % world for k, i in enumerate(dict.fromkeys(id(r) for r, _ in todo))}
-        mine = [(r, d) for r, d in todo if owner[id(r)] == rank]  # a slice's doses in one process
-        precompute(store, mine, channels=cfg.channels, progress=progress)
-        if world > 1:  # each process simulated its share; wait until the cache is complete
-            import torch.distributed as dist
-
-            dist.barrier()
+        _precompute_share(store, todo, channels=cfg.channels, progress=progress, rank=rank, world=world)
     return train, val, test
+
+
+def _check_patches_fit(store: SliceStore, records: list[SliceRecord], patch_size: int) -> None:
+    for r in records:
+        check_size(tuple(store.index(r.nd.volume)["shape"]), patch_size, r.source)
+
+
+def _training_doses(cfg: DataConfig, src: Sources) -> tuple[list[float], bool]:
+    """(training dose levels, fresh noise): the doses on disk for real or pre-simulated pairs, else the
+    recipe's (``doses`` or a grid over ``dose_range``); fresh noise per patch when simulated uncached."""
+    on_disk = src.doses
+    return (on_disk if on_disk is not None else cfg.train_doses()), (not cfg.cache and src.kind == "simulated")
+
+
+def _patch_dataset(cfg: DataConfig, sampling: DataConfig, store: SliceStore, records: list[SliceRecord],
+                   doses: list[float], fresh: bool, seed: int) -> PatchDataset:
+    """Training patches of ``records``: their size, window and augmentation from the run's ``cfg``, how
+    slices, crops and doses are drawn from ``sampling`` (the run's own, or a ``data.mix`` source's)."""
+    return PatchDataset(
+        store, records, doses=doses, patch_size=cfg.patch_size, scale=cfg.downsample, channels=cfg.channels,
+        window=cfg.hu_window, augment=cfg.augment, body_fraction=sampling.body_fraction,
+        body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed, fresh_noise=fresh,
+        dose_range=sampling.dose_range, sample_by=sampling.sample_by)
+
+
+def _precompute_share(store: SliceStore, todo: list[tuple[SliceRecord, float]], *, channels: int, progress: bool,
+                      rank: int, world: int) -> None:
+    """Simulate and cache ``todo`` once; under DDP each process takes a share (all doses of a slice in one
+    process, one projection) and waits until the cache is complete."""
+    owner = {i: k % world for k, i in enumerate(dict.fromkeys(id(r) for r, _ in todo))}
+    precompute(store, [(r, d) for r, d in todo if owner[id(r)] == rank], channels=channels, progress=progress)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _mix_sources(cfg: DataConfig, cache_dir: Path, *, held_out: set[str], seed: int, progress: bool,
@@ -464,26 +487,13 @@ def _mix_sources(cfg: DataConfig, cache_dir: Path, *, held_out: set[str], seed: 
         if not recs:
             raise LdctError(f"data.mix[{i}]: no training slices left (every patient is held out by data.split)",
                             sub.root)
-        for r in recs:
-            check_size(tuple(src.store.index(r.nd.volume)["shape"]), cfg.patch_size, r.source)
-        on_disk = src.doses
-        doses = on_disk if on_disk is not None else sub.train_doses()
-        fresh = not sub.cache and src.kind == "simulated"
+        _check_patches_fit(src.store, recs, cfg.patch_size)
+        doses, fresh = _training_doses(sub, src)
         src.store.dose_hint = sorted(set(doses))
-        ds = PatchDataset(src.store, recs, doses=doses, patch_size=cfg.patch_size, scale=cfg.downsample,
-                          channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment,
-                          body_fraction=sub.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
-                          length=cfg.samples_per_epoch, seed=seed + 1000 * (i + 1), fresh_noise=fresh,
-                          dose_range=sub.dose_range, sample_by=sub.sample_by)
+        ds = _patch_dataset(cfg, sub, src.store, recs, doses, fresh, seed + 1000 * (i + 1))
         if src.kind == "simulated" and sub.precompute and not fresh:
-            todo = [(r, d) for r in recs for d in doses]
-            owner = {id(r): k % world for k, r in enumerate(recs)}
-            precompute(src.store, [(r, d) for r, d in todo if owner[id(r)] == rank], channels=cfg.channels,
-                       progress=progress)
-            if world > 1:
-                import torch.distributed as dist
-
-                dist.barrier()
+            _precompute_share(src.store, [(r, d) for r in recs for d in doses], channels=cfg.channels,
+                              progress=progress, rank=rank, world=world)
         patients = sorted({r.patient_id for r in recs})
         out.append((ds, weight, {
             "root": str(sub.root), "kind": src.kind, "weight": weight, "doses": doses, "patients": patients,

@@ -101,19 +101,11 @@ def _read_volume(
 ) -> Volume:
     if not isinstance(path, (str, Path)):
         paths = [Path(p) for p in path]
-        if len(paths) == 1:
-            return _read_volume(
-                paths[0],
-                series=series,
-                raw_shape=raw_shape,
-                raw_dtype=raw_dtype,
-                raw_offset=raw_offset,
-                raw_spacing=raw_spacing,
-                require_ct=require_ct,
-            )
-        from ldct.io.dicom_read import read_dicom
+        if len(paths) != 1:  # several files: one DICOM series; a list of one is read as that path
+            from ldct.io.dicom_read import read_dicom
 
-        return _finish(read_dicom(paths, series=series, require_ct=require_ct), paths[0], raw_spacing=None)
+            return _finish(read_dicom(paths, series=series, require_ct=require_ct), paths[0], raw_spacing=None)
+        path = paths[0]
     p = Path(path)
     check_readable(p)  # also refuses named pipes and devices before anything opens them
     check_raw_options(p, raw_shape, raw_dtype, raw_spacing)  # option mistakes before reading

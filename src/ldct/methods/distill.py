@@ -117,18 +117,14 @@ class DistillTeacher(_FrozenSetup, Method):
 
 def load_teacher(path: str) -> EncoderDecoder:
     """The teacher network of a ``teacher`` run / checkpoint folder / weights file (CPU, eval mode)."""
-    from ldct.models.files import inference_spec, meta_path, read_inference_weights
+    from ldct.models.files import load_inference_network
 
-    meta, state, weights_path = read_inference_weights(path, prefer="last")
-    _, spec = inference_spec(meta, meta_path(weights_path))
-    if meta.get("method") != "teacher" or spec.get("name") != "encdec":
+    net, meta, _ = load_inference_network(path, prefer="last")
+    if meta.get("method") != "teacher" or not isinstance(net, EncoderDecoder):
         raise LdctError(
             f"not a distillation teacher (method {meta.get('method')!r}); train one first with "
             "`ldct train distill_teacher ...`", path)
-    net = build_network(spec, where="args.teacher")
-    net.load_state_dict(state, strict=True)
-    assert isinstance(net, EncoderDecoder)
-    return net.eval()
+    return net
 
 
 @METHODS.register("distill")

@@ -346,16 +346,29 @@ def _compare_shapes(want: Mapping[str, tuple[int, ...]], have: Mapping[str, tupl
                     weights_path)
 
 
-def read_inference_weights(path: str | Path, *, prefer: str = "best") -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """What denoising needs from any model file: ``(meta, state_dict of the inference network, weights path)``.
+def load_inference_network(path: str | Path, *, prefer: str = "best") -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """What denoising needs from any model file: ``(network in eval mode, meta, weights path)``.
 
+    The network that denoises is built from the metadata and loaded strictly, after every check above.
     Works the same for an exported model and a training checkpoint (whose other networks, e.g. a critic or
     a distillation teacher, are not built and need not exist on disk any more)."""
+    from ldct.models.specs import build_network
+
     weights_path = resolve_weights(path, prefer=prefer)
     shapes = tensor_shapes(weights_path)
     meta = read_meta(weights_path)
     check_fits(meta, shapes, weights_path, inference_only=True)
-    name, _ = inference_spec(meta, meta_path(weights_path))
+    where = meta_path(weights_path)
+    name, spec = inference_spec(meta, where)
     prefix = name + "."
-    tensors = {k[len(prefix):]: v for k, v in load_tensors(weights_path).items() if k.startswith(prefix)}
-    return meta, tensors, weights_path
+    state = {k[len(prefix):]: v for k, v in load_tensors(weights_path).items() if k.startswith(prefix)}
+    try:
+        net = build_network(spec, where="network")
+    except LdctError as exc:
+        raise LdctError(f"model metadata: {exc}", where) from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = "; ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise LdctError(f"weights do not fit the network in the metadata: {detail[:300]}", weights_path) from None
+    return net.eval(), meta, weights_path

@@ -1,0 +1,18 @@
+"""Small copies of the real AAPM-Mayo quarter/full-dose pairs (../shared/real_pairs/mayo, read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def copy_real_pairs(shared_data: Path, root: Path) -> Path:
+    """``root/<patient>/{full,quarter}_3mm_sharp/`` with the first pair of each of L096, L143 and L286."""
+    real = shared_data.parent / "real_pairs" / "mayo"
+    for pid in ("L096", "L143", "L286"):
+        for kind in ("full", "quarter"):
+            src = real / pid / f"{kind}_3mm_sharp"
+            dst = root / pid / src.name
+            dst.mkdir(parents=True)
+            f = sorted(src.iterdir())[0]
+            (dst / f.name).write_bytes(f.read_bytes())
+    return root
