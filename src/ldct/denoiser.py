@@ -26,6 +26,7 @@ see :mod:`ldct.onnx_export`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,27 @@ def check_finite_output(y: torch.Tensor, source: str | Path | None, what: str) -
                         "a model that does not suit this input); nothing was written", source)
 
 
+#: the Gaussian (pixels) whose residual is the "fine grain" of :meth:`Denoiser.with_grain`; chosen on the real
+#: pairs (docs/model_card.md: 0.7 px kept the full dose's NPS at the highest PSNR of 0.7, 1.0 and 1.5)
+GRAIN_SIGMA_PX = 0.7
+
+
+def _grain_of(meta: Mapping[str, Any]) -> float:
+    g = meta.get("grain", 0.0)
+    return float(g) if isinstance(g, (int, float)) and not isinstance(g, bool) else 0.0
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, 1, H, W) blurred by a separable Gaussian of ``sigma`` pixels (reflected borders)."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype)
+    y = F.pad(x, (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    return F.conv2d(y, k.view(1, 1, -1, 1))
+
+
 def _find(meta: Mapping[str, Any], key: str) -> Any:
     v = meta.get(key)
     return v.get("name") if isinstance(v, Mapping) else v
@@ -138,6 +160,9 @@ class Denoiser:
         #: share of the network's correction applied to CT: ``out = in + strength * (denoised - in)``
         #: (1 = the network's output; lower keeps some of the input's noise grain, see :meth:`with_strength`)
         self.strength = 1.0
+        #: share of the removed noise's fine grain put back (its high-pass part, Gaussian sigma
+        #: :data:`GRAIN_SIGMA_PX`), see :meth:`with_grain`; the metadata's ``grain`` (0 = none)
+        self.grain = _grain_of(self.meta)
         #: the weights file it was loaded from (None when made in memory)
         self.weights_path: Path | None = None
 
@@ -259,7 +284,7 @@ class Denoiser:
         other = Denoiser(ort_network(self), window=self.window, scale=self.scale, channels=self.channels,
                          dose_conditioned=self.dose_conditioned, data_kind=self.data_kind,
                          full_scale=self.full_scale, name=self.name, source=self.source, meta=self.meta)
-        other.backend, other.strength = backend, self.strength
+        other.backend, other.strength, other.grain = backend, self.strength, self.grain
         return other
 
     # --- running --------------------------------------------------------------------------------------------
@@ -343,6 +368,9 @@ class Denoiser:
             out = net_to_hu(y, win) + excess
             if self.strength != 1.0 and self.scale == 1:
                 out = x + self.strength * (out - x)
+            if self.grain and self.scale == 1:
+                removed = x - out
+                out = out + self.grain * (removed - _gaussian_blur(removed, GRAIN_SIGMA_PX))
             return out[:, 0].float().cpu().numpy()
 
     def _run(self, x: torch.Tensor, dose: float | None, dev: torch.device, precision: str, tile: int | None,
@@ -397,6 +425,26 @@ class Denoiser:
                             f"{self.name}")
         other = copy.copy(self)
         other.strength = float(strength)
+        return other
+
+    def with_grain(self, grain: float) -> Denoiser:
+        """The same denoiser putting back ``grain`` in [0, 1) of the removed noise's fine grain:
+        ``out = denoised + grain * highpass(in - denoised)`` (high-pass = minus a Gaussian blur of
+        :data:`GRAIN_SIGMA_PX` pixels). The PSNR-optimal output keeps a coarser noise grain than the scan
+        (a smoother, "plastic" look); this restores the scan's grain at a smaller cost in noise than
+        :meth:`with_strength` (docs/model_card.md). Saved with the model (metadata ``grain``)."""
+        import copy
+        import math
+
+        if not (isinstance(grain, (int, float)) and not isinstance(grain, bool) and math.isfinite(grain)
+                and 0.0 <= grain < 1.0):
+            raise LdctError(f"--grain {grain!r}: must be in [0, 1) (0 = the network's output)")
+        if grain and (self.scale != 1 or self.data_kind != "ct"):
+            raise LdctError(f"--grain applies to CT denoisers, not to {self.name}"
+                            f"{f' (x{self.scale} super-resolution)' if self.scale != 1 else ' (photographs)'}")
+        other = copy.copy(self)
+        other.grain = float(grain)
+        other.meta = {**self.meta, "grain": other.grain}
         return other
 
     def for_full_scale(self, full_scale: float) -> Denoiser:

@@ -9,7 +9,7 @@ import typer
 from ldct.errors import LdctError
 
 
-def _progress_bar(unit: str = "slices"):
+def _progress_bar():
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -21,10 +21,10 @@ def _progress_bar(unit: str = "slices"):
     )
 
     return Progress(
-        TextColumn("[bold]denoising"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn(unit),
+        TextColumn("{task.fields[unit]}"),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TextColumn("eta"),
@@ -46,6 +46,16 @@ def register(app: typer.Typer) -> None:
         dose: float = typer.Option(None, "--dose", help="Dose fraction in (0, 1] for dose-conditioned models."),
         strength: float = typer.Option(1.0, "--strength", help="Share of the model's correction applied, in "
                                        "(0, 1]: below 1 keeps part of the input's noise and its grain."),
+        grain: float = typer.Option(None, "--grain", help="Share in [0, 1) of the removed noise's fine grain "
+                                    "put back (keeps the scan's noise texture). Default: the model's (see "
+                                    "`ldct models`)."),
+        adapt_steps: int = typer.Option(0, "--adapt", metavar="STEPS", help="First fine-tune a copy of the model "
+                                        "on this scan for STEPS steps, self-supervised (Neighbor2Neighbor; e.g. "
+                                        "200): fits the model to an unfamiliar scanner's noise. Runs on PyTorch; "
+                                        "the installed model is never changed."),
+        adapt_time: float = typer.Option(None, "--adapt-time", metavar="SECONDS", help="Stop adapting after "
+                                         "SECONDS (time budget)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed of --adapt (same seed, same result)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         batch_size: int = typer.Option(4, "--batch-size", help="Slices per forward pass."),
         tile: int = typer.Option(None, "--tile", help="Tile size in pixels (tiled inference, less memory)."),
@@ -79,6 +89,14 @@ def register(app: typer.Typer) -> None:
         chosen = choose_backend(backend, resolve_device(device))
         if not 0.0 < strength <= 1.0:
             raise LdctError(f"--strength {strength:g}: must be in (0, 1] (1 = the model's output)")
+        if adapt_steps < 0:
+            raise LdctError(f"--adapt {adapt_steps}: give the number of adaptation steps (0 = none)")
+        if adapt_time is not None and not adapt_time > 0:
+            raise LdctError(f"--adapt-time {adapt_time:g}: must be positive seconds")
+        if adapt_steps and backend == "onnxruntime":
+            raise LdctError("--adapt trains the network on PyTorch: use --backend torch or auto")
+        if grain is not None and not 0.0 <= grain < 1.0:
+            raise LdctError(f"--grain {grain:g}: must be in [0, 1) (0 = the model's output)")
         check_paths(inp, out, overwrite=overwrite, preview=preview)
         if not is_photo_input(inp):
             output_kind(out)
@@ -86,8 +104,16 @@ def register(app: typer.Typer) -> None:
         check_model_input(loaded, inp)  # a CT model on a photograph or a photo model on CT: one line
         if loaded.data_kind == "photos" and strength != 1.0:
             raise LdctError("--strength applies to CT (Hounsfield units), not to photographs")
+        if loaded.data_kind == "photos" and grain:
+            raise LdctError("--grain applies to CT (Hounsfield units), not to photographs")
         if strength != 1.0:
             loaded = loaded.with_strength(strength)
+        if grain is not None and grain != loaded.grain:
+            loaded = loaded.with_grain(grain)
+        if loaded.data_kind == "photos" and adapt_steps:
+            raise LdctError("--adapt is for CT, not for photographs")
+        if adapt_steps:
+            chosen = "torch"  # the adapted copy is a new network: PyTorch runs it
         if chosen != "torch":  # last: the first use of a model on ONNX Runtime exports it (seconds)
             try:
                 loaded = loaded.use_backend(chosen)
@@ -101,9 +127,12 @@ def register(app: typer.Typer) -> None:
             return
         bar = _progress_bar()
         task = None
+        adapt_task = None
+        n_slices = 0
 
         def on_start(vol, used_dose, how) -> None:
-            nonlocal task
+            nonlocal adapt_task, n_slices
+            n_slices = vol.shape[0]
             typer.echo(f"model: {loaded.describe()} from {loaded.source} ({loaded.backend})", err=True)
             typer.echo(f"input: {inp} ({vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]})", err=True)
             typer.echo(f"dose: {how}", err=True)
@@ -112,22 +141,41 @@ def register(app: typer.Typer) -> None:
             for w in domain_warnings(vol, loaded.meta):
                 typer.echo(f"ldct: warning: {w}", err=True)
             bar.start()
-            task = bar.add_task("denoise", total=vol.shape[0], rate="")
+            if adapt_steps:
+                adapt_task = bar.add_task("adapting", total=adapt_steps, rate="", unit="steps ")
+            else:
+                start_denoising(vol.shape[0])
+
+        def start_denoising(total: int) -> None:
+            nonlocal task
+            task = bar.add_task("denoising", total=total, rate="", unit="slices")
 
         def progress(done: int, total: int) -> None:
-            t = bar.tasks[0]
+            if task is None:  # adaptation stopped by its time budget
+                start_denoising(total)
+            t = next(x for x in bar.tasks if x.id == task)
             rate = f"{done / t.elapsed:.2f} slices/s" if t.elapsed else ""
             bar.update(task, completed=done, rate=rate)
+
+        def adapt_progress(done: int, total: int) -> None:
+            t = next(x for x in bar.tasks if x.id == adapt_task)
+            bar.update(adapt_task, completed=done, rate=f"{done / t.elapsed:.2f} steps/s" if t.elapsed else "")
+            if done == total and task is None:
+                start_denoising(n_slices)
 
         try:
             res = denoise_path(
                 inp, out, model=loaded, dose=dose, device=device, batch_size=batch_size, tile=tile,
                 overlap=overlap, precision=precision, series=series, overwrite=overwrite, preview=preview,
                 reference_ctdivol=ref_ctdivol, reference_mas=ref_mas, reference_noise_hu=ref_noise,
-                progress=progress, on_start=on_start, compress=compress,
+                progress=progress, on_start=on_start, compress=compress, adapt_steps=adapt_steps,
+                adapt_seconds=adapt_time, adapt_seed=seed, adapt_progress=adapt_progress,
             )
         finally:
             bar.stop()
+        if res.adapt is not None:
+            typer.echo(f"ldct: warning: --adapt {res.adapt.describe()}" if res.adapt.skipped else res.adapt.describe(),
+                       err=bool(res.adapt.skipped))
         typer.echo(f"wrote {res.output} ({res.slices} slices, {'x'.join(map(str, res.shape[1:]))})")
         typer.echo(f"time: {res.seconds:.2f} s on {res.device}, {res.slices_per_s:.2f} slices/s")
         if res.noise_before is not None and res.noise_after is not None:
@@ -143,7 +191,7 @@ def register(app: typer.Typer) -> None:
     def _denoise_photos(inp: Path, out: Path, loaded, *, dose: float | None, **kw) -> None:
         from ldct.infer.photos import denoise_photos
 
-        bar = _progress_bar("images")
+        bar = _progress_bar()
         task = None
 
         def on_start(n: int) -> None:
@@ -153,7 +201,7 @@ def register(app: typer.Typer) -> None:
             if dose is not None:
                 typer.echo(f"--dose {dose:g} ignored: photographs have no dose", err=True)
             bar.start()
-            task = bar.add_task("denoise", total=n, rate="")
+            task = bar.add_task("denoising", total=n, rate="", unit="images")
 
         def progress(done: int, total: int) -> None:
             t = bar.tasks[0]

@@ -3,7 +3,8 @@
 1. Find the data (``kind``): a simulation manifest (``manifest.json``, what ``ldct simulate`` writes) or a
    folder of several ``ldct simulate`` outputs (one manifest each, used together), real full/low-dose pairs
    (``paired_dirs``: per-patient folders whose names say full/quarter dose, paired by slice position),
-   normal-dose scans with low dose simulated (``simulated``), or two unpaired folders. ``auto`` picks
+   normal-dose scans with low dose simulated (``simulated``), two unpaired folders, or low-dose scans alone
+   (``lowdose``: self-supervised training; normal-dose twins, when present, only score). ``auto`` picks
    manifest if the root is an ``ldct simulate`` output or holds some, paired_dirs if low-dose scans are
    found, else simulated.
 2. Split patients (never slices) into train/val/test and write ``run_dir/split.json``.
@@ -23,7 +24,13 @@ import numpy as np
 
 from ldct.data.bundle import DataBundle
 from ldct.data.config import DataConfig, parse_data_config
-from ldct.data.datasets import MixedPatchDataset, PatchDataset, SliceDataset, UnpairedPatchDataset
+from ldct.data.datasets import (
+    LowDosePatchDataset,
+    MixedPatchDataset,
+    PatchDataset,
+    SliceDataset,
+    UnpairedPatchDataset,
+)
 from ldct.data.discover import Scan, describe, discover
 from ldct.data.patches import check_size
 from ldct.data.split import Split, make_split, write_split
@@ -197,6 +204,8 @@ class Sources:
     manifest: dict | None = None
     ld_store: SliceStore | None = None
     ld_records: list[SliceRecord] | None = None
+    #: ``lowdose``: real low-dose / normal-dose pairs found beside the low-dose scans (validation and test only)
+    pair_records: list[SliceRecord] | None = None
 
     @property
     def patient_ids(self) -> list[str]:
@@ -221,7 +230,7 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
     kind = cfg.kind
     # the root is one ldct simulate output (its folder or its manifest.json)
     own = (root.name == "manifest.json" and root.is_file()) or (root / "manifest.json").is_file()
-    if kind in ("auto", "simulated", "paired_dirs", "manifest") and not (kind in ("auto", "manifest") and own):
+    if kind in ("auto", "simulated", "paired_dirs", "manifest", "lowdose") and not (kind in ("auto", "manifest") and own):
         scans = _discover(root, cfg)
     kind = _detect_kind(cfg, root, scans)
     if kind == "manifest":
@@ -241,6 +250,8 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
             warnings.append(f"low-dose scans left out of the normal-dose pool: {', '.join(skipped)}")
         return Sources(kind, store, _records_from_scans(store, [s for s in scans if s.role != "ld"], cfg),
                        warnings, scans)
+    if kind == "lowdose":
+        return _lowdose_sources(cfg, store, scans or [], warnings, root)
     if kind == "unpaired":
         if cfg.downsample != 1:
             raise LdctError("data.downsample > 1 is not supported for unpaired data", root)
@@ -251,6 +262,37 @@ def load_records(cfg: DataConfig, cache_dir: str | Path) -> Sources:
         return Sources(kind, store, _records_from_scans(store, nd_scans, cfg), warnings, nd_scans,
                        ld_store=ld_store, ld_records=ld_records)
     raise LdctError(f"unknown data.kind {kind!r}")  # pragma: no cover - validated in config
+
+
+def _lowdose_sources(cfg: DataConfig, store: SliceStore, scans: list[Scan], warnings: list[str],
+                     root: Path) -> Sources:
+    """``kind: lowdose``: one record per slice of every low-dose scan (the scan itself is what the network sees:
+    ``rec.nd`` points at it); scans named as low dose (quarter, ld, ...) when some are, else every scan.
+    Normal-dose twins of named low-dose scans are kept apart as scoring pairs (never trained on)."""
+    if cfg.downsample != 1:
+        raise LdctError("data.downsample > 1 is not supported for low-dose-only data", root)
+    if not scans:
+        raise LdctError("no CT scans found for data.kind lowdose", root)
+    named = [s for s in scans if s.role == "ld"]
+    ld_scans = named or scans
+    records = _records_from_scans(store, ld_scans, cfg)
+    if cfg.adjacent:
+        flat = [r.source for r in records if r.neighbours is None]
+        if flat:
+            raise LdctError("data.adjacent needs contiguous slices (a thin series, every slice): "
+                            f"{len(flat)} slices have no neighbours, e.g. {flat[0]}", root)
+        if cfg.slice_stride != 1:
+            raise LdctError("data.adjacent needs data.slice_stride: 1 (neighbours are the next slices)", root)
+    pairs: list[SliceRecord] = []
+    if named and len(named) < len(scans):
+        try:
+            pairs = _records_paired(store, scans, cfg)
+        except LdctError as exc:
+            warnings.append(f"normal-dose scans not used for scoring: {exc.message}")
+        else:
+            warnings.append(f"{len(scans) - len(named)} normal-dose scan(s) used only to score validation/test "
+                            "patients, never for training")
+    return Sources("lowdose", store, records, warnings, scans, pair_records=pairs)
 
 
 def unpaired_roots(cfg: DataConfig) -> tuple[Path, Path]:
@@ -349,6 +391,11 @@ def build_datasets(data_cfg: dict[str, Any] | DataConfig, *, run_dir: str | Path
     if src.kind == "unpaired":                                              # 3. datasets (+ simulate once)
         train, val, test = _unpaired_datasets(cfg, src, split, by_part, eval_doses, seed)
         warnings.append("unpaired data: no paired validation/test slices (evaluate on a paired dataset)")
+    elif src.kind == "lowdose":
+        train, val, test = _lowdose_datasets(cfg, src, split, by_part, seed)
+        if not len(val):
+            warnings.append("low-dose-only data: no normal-dose twin to validate on (score with ldct evaluate "
+                            "on paired data)")
     else:
         train, val, test = _paired_datasets(cfg, src, by_part, train_doses, eval_doses, fresh, seed,
                                             progress=progress and rank == 0, rank=rank, world=world)
@@ -418,6 +465,25 @@ def _unpaired_datasets(cfg: DataConfig, src: Sources, split: Split, by_part: dic
         body_fraction=cfg.body_fraction, body_threshold_hu=cfg.body_threshold_hu,
         length=cfg.samples_per_epoch, seed=seed)
     return train, SliceDataset(src.store, [], doses=eval_doses), SliceDataset(src.store, [], doses=eval_doses)
+
+
+def _lowdose_datasets(cfg: DataConfig, src: Sources, split: Split, by_part: dict[str, list[SliceRecord]],
+                      seed: int) -> tuple[LowDosePatchDataset, SliceDataset, SliceDataset]:
+    """Low-dose training patches of the training patients; validation/test slices from the real pairs of
+    the held-out patients, when the data has them."""
+    dose = cfg.ld_dose or cfg.doses[0]
+    train = LowDosePatchDataset(
+        src.store, by_part["train"], dose=dose, adjacent=cfg.adjacent, patch_size=cfg.patch_size,
+        channels=cfg.channels, window=cfg.hu_window, augment=cfg.augment, body_fraction=cfg.body_fraction,
+        body_threshold_hu=cfg.body_threshold_hu, length=cfg.samples_per_epoch, seed=seed,
+        sample_by=cfg.sample_by)
+    pairs, store = src.pair_records or [], src.store
+    parts = {part: [r for r in pairs if r.patient_id in set(getattr(split, part))] for part in ("val", "test")}
+    doses = sorted({d for r in pairs for d in r.ld}) or [dose]
+    val = SliceDataset(store, parts["val"], doses=doses, channels=cfg.channels,
+                       window=cfg.hu_window).subset(cfg.val_max_slices)
+    test = SliceDataset(store, parts["test"], doses=doses, channels=cfg.channels, window=cfg.hu_window)
+    return train, val, test
 
 
 def _paired_datasets(cfg: DataConfig, src: Sources, by_part: dict[str, list[SliceRecord]], train_doses: list[float],

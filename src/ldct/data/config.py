@@ -8,7 +8,7 @@ Example::
 
     data:
       root: ../shared/data          # also given by `ldct train --data`
-      kind: simulated               # simulated | manifest | paired_dirs | unpaired | photos | auto
+      kind: simulated               # simulated | manifest | paired_dirs | unpaired | lowdose | photos | auto
       doses: [0.25]                 # evaluation dose levels (and training ones without dose_range)
       sim: {mode: projection}       # passed to ldct.simulate.simulate_low_dose
       patch_size: 64
@@ -31,7 +31,7 @@ from typing import Any
 from ldct.errors import LdctError
 from ldct.hu import Window
 
-KINDS = ("auto", "simulated", "manifest", "paired_dirs", "unpaired", "photos")
+KINDS = ("auto", "simulated", "manifest", "paired_dirs", "unpaired", "lowdose", "photos")
 
 #: the AAPM-Mayo challenge convention for headerless .raw slices (overridable with ``raw:``)
 DEFAULT_RAW = {"shape": [512, 512], "dtype": "uint16", "offset": -1024.0, "spacing": [3.0, 0.7, 0.7]}
@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "ld_root": None,
     "nd_root": None,
     "ld_dose": None,
+    "adjacent": False,
     "mix": [],
 }
 
@@ -116,6 +117,9 @@ class DataConfig:
     ld_root: str | None
     nd_root: str | None
     ld_dose: float | None
+    #: ``kind: lowdose``: each training item also carries the same patch of an adjacent slice (``ld_adj``,
+    #: Noise2Noise from neighbouring slices of a thin contiguous series)
+    adjacent: bool = False
     #: extra training sources: (their resolved config, share of training patches)
     mix: list[tuple[DataConfig, float]] = field(default_factory=list)
     raw_dict: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -229,9 +233,11 @@ def parse_data_config(section: Mapping[str, Any] | None, *, source: str | None =
     if d["channels"] not in (1, 3):
         raise _err("channels", f"expected 1 or 3 (3 = the slice and its two neighbours), got {d['channels']!r}",
                    source)
-    for k in ("augment", "precompute"):
+    for k in ("augment", "precompute", "adjacent"):
         if not isinstance(d[k], bool):
             raise _err(k, f"expected true or false, got {d[k]!r}", source)
+    if d["adjacent"] and d["kind"] != "lowdose":
+        raise _err("adjacent", "pairs of adjacent low-dose slices are for data.kind: lowdose", source)
     if isinstance(d["cache"], str):  # a path given as cache: is the shared cache directory
         d["cache_dir"], d["cache"] = d["cache"], True
     if not isinstance(d["cache"], bool):
@@ -289,7 +295,7 @@ def _parse_mix(entries: Any, parent: dict[str, Any], source: str | None) -> list
     parent's keys; ``weight`` is its share of training patches (the parent keeps the rest, at least 0.05)."""
     if entries is None or entries == []:
         return []
-    if parent["kind"] in ("photos", "unpaired"):
+    if parent["kind"] in ("photos", "unpaired", "lowdose"):
         raise _err("mix", f"extra sources are for paired or simulated CT, not data.kind {parent['kind']}", source)
     if not isinstance(entries, (list, tuple)):
         raise _err("mix", f"expected a list of data sections, e.g. [{{root: DIR, weight: 0.3}}], got {entries!r}",
@@ -311,7 +317,7 @@ def _parse_mix(entries: Any, parent: dict[str, Any], source: str | None) -> list
                        source)
         inherited = {k: copy.deepcopy(v) for k, v in parent.items()
                      if k not in ("mix", "root", "kind", "split", "include", "exclude", "patient_regex",
-                                  "patient_map", "raw", "ld_root", "nd_root", "ld_dose", "cache_dir")}
+                                  "patient_map", "raw", "ld_root", "nd_root", "ld_dose", "cache_dir", "adjacent")}
         inherited["hu_window"] = list(parent["hu_window"])
         if "doses" in entry and "dose_range" not in entry:
             inherited["dose_range"] = None

@@ -1,4 +1,5 @@
-"""Torch datasets over slice records: training patches, whole slices for evaluation, unpaired patches.
+"""Torch datasets over slice records: training patches, whole slices for evaluation, unpaired patches,
+low-dose-only patches (self-supervised training).
 
 Items are dicts. Image tensors are in network range (``ldct.hu.hu_to_net`` with the data window), shaped
 (C, h, w) for ``"ld"`` and (C, H, W) for ``"nd"`` (``H = h * downsample``); ``"dose"`` is a float32 scalar;
@@ -209,3 +210,45 @@ class UnpairedPatchDataset(Dataset):
         return {"ld": torch.from_numpy(hu_to_net(ld, self.window)), "nd": torch.from_numpy(hu_to_net(nd, self.window)),
                 "dose": torch.tensor(self.ld_dose, dtype=torch.float32), **_meta(ld_rec),
                 "nd_patient_id": nd_rec.patient_id}
+
+
+class LowDosePatchDataset(PatchDataset):
+    """Patches of low-dose slices alone, for self-supervised training (``data.kind: lowdose``).
+
+    The records' ``nd`` location is the low-dose image itself. Items are ``{"ld": (C, h, w), "dose"}`` plus
+    metadata; with ``adjacent`` also ``"ld_adj"``: the same crop of the previous or next slice (drawn at
+    random), with the same flip/rotation (Noise2Noise from neighbouring slices of a thin series: shared
+    anatomy, independent noise). Slices, crops and augmentation are drawn as in :class:`PatchDataset`.
+    """
+
+    def __init__(self, store: SliceStore, records: list[SliceRecord], *, dose: float = 0.25,
+                 adjacent: bool = False, **kw: Any):
+        kw.pop("doses", None)
+        super().__init__(store, records, doses=[dose], **kw)
+        self.adjacent = bool(adjacent)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rec = self._record(rng)
+        img = self.store.nd(rec, self.channels)
+        check_size(img.shape, self.patch_size, rec.source)
+        crop = sample_crop(body_mask(img, self.body_threshold), self.patch_size, rng, min_body=self.body_fraction)
+        if self.adjacent:
+            prev, nxt = rec.neighbours or (rec.nd, rec.nd)
+            options = [loc for loc in (prev, nxt) if loc != rec.nd] or [rec.nd]
+            loc = options[int(rng.integers(len(options)))]
+            other = self.store.read(loc)[None]
+            if other.shape[-2:] != img.shape[-2:]:
+                raise LdctError(f"adjacent slices differ in size ({other.shape[-2:]} vs {img.shape[-2:]})",
+                                rec.source)
+            p, q = apply_crop(img, other, crop)
+        else:
+            p, q = apply_crop(img, img, crop)
+        if self.augment:
+            p, q = augment_pair(p, q, rng)
+        item = {"ld": torch.from_numpy(hu_to_net(np.ascontiguousarray(p), self.window)),
+                "dose": torch.tensor(self.doses[0], dtype=torch.float32), "body_fraction": float(crop.body_fraction),
+                **_meta(rec)}
+        if self.adjacent:
+            item["ld_adj"] = torch.from_numpy(hu_to_net(np.ascontiguousarray(q), self.window))
+        return item

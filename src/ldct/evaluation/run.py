@@ -84,6 +84,8 @@ def evaluate_run(
     trained_kind = ((meta.get("recipe") or {}).get("data") or {}).get("kind")
     if trained_kind == "unpaired":
         changes.update(kind="auto", ld_root=None, nd_root=None)  # e.g. CycleGAN: scored on paired data
+    elif trained_kind == "lowdose":
+        changes.update(kind="auto", adjacent=False)  # self-supervised: scored on paired data
     elif trained_kind in ("simulated", "paired_dirs", "manifest"):
         changes["kind"] = "auto"  # the data given decides: real low dose when it holds some, else simulated
     if doses:

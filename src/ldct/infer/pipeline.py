@@ -86,6 +86,8 @@ class DenoiseResult:
     noise_after: float | None
     noise_how: str
     preview: Path | None = None
+    #: what ``adapt_steps`` did (None: no adaptation)
+    adapt: Any = None
 
     @property
     def slices_per_s(self) -> float:
@@ -154,12 +156,18 @@ def denoise_path(
     progress: Progress | None = None,
     on_start: Callable[[Volume, float | None, str], Any] | None = None,
     compress: bool | None = None,
+    adapt_steps: int = 0,
+    adapt_seconds: float | None = None,
+    adapt_seed: int = 0,
+    adapt_progress: Progress | None = None,
 ) -> DenoiseResult:
     """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
 
     ``on_start(vol, dose, how)`` is called once the input is read and the dose is known (to print it).
     A DICOM output gets its own SeriesNumber (the input's + 5000) and is compressed losslessly when
-    the input was compressed or ``compress`` is True.
+    the input was compressed or ``compress`` is True. ``adapt_steps`` > 0 first fine-tunes a copy of the
+    model on this scan, self-supervised (:func:`ldct.infer.adapt.adapt`; at most ``adapt_seconds``, seeded
+    by ``adapt_seed``); the model given is not changed.
     Raises :class:`LdctError` for every user mistake, before any output is written.
     """
     from ldct.io import read_volume, write_volume
@@ -178,12 +186,21 @@ def denoise_path(
                                     reference_noise_hu=reference_noise_hu)
     if on_start is not None:
         on_start(vol, used_dose, how)
+    report = None
+    if adapt_steps:
+        from ldct.infer.adapt import adapt
+
+        model, report = adapt(model, vol.data, steps=adapt_steps, seconds=adapt_seconds, seed=adapt_seed,
+                              dose=used_dose, device=dev, progress=adapt_progress)
     t0 = time.perf_counter()
     data = model.denoise_array(vol.data, used_dose, batch_size=batch_size, tile=tile, overlap=overlap, device=dev,
                                precision=precision, progress=progress)
     seconds = time.perf_counter() - t0
     result_vol = model.output_volume(vol, data)
-    desc = f"ldct denoised ({model.name}{f', strength {model.strength:g}' if model.strength != 1 else ''})"
+    knobs = (f", strength {model.strength:g}" if model.strength != 1 else "") + (
+        f", grain {model.grain:g}" if model.grain else "") + (
+        f", adapted {report.steps} steps seed {adapt_seed}" if report is not None and not report.skipped else "")
+    desc = f"ldct denoised ({model.name}{knobs})"
     written = write_volume(result_vol, out, source=vol, description=desc, overwrite=overwrite, compress=compress,
                            series_number=derived_series_number(vol.meta.get("series_number"), "denoised"))
     if model.scale == 1:
@@ -199,5 +216,5 @@ def denoise_path(
     return DenoiseResult(
         output=Path(written or out), slices=vol.shape[0], shape=tuple(data.shape), seconds=seconds,
         model=model.describe(), device=str(dev), dose=used_dose, dose_how=how, noise_before=before,
-        noise_after=after, noise_how=nhow, preview=preview,
+        noise_after=after, noise_how=nhow, preview=preview, adapt=report,
     )

@@ -10,7 +10,14 @@ from ldct.metrics.image import (
     photo_metrics,
     ssim_torch,
 )
-from ldct.metrics.noise import NPS, body_mask, noise_power_spectrum, noise_std_hu, soft_tissue_roi
+from ldct.metrics.noise import (
+    NPS,
+    body_mask,
+    noise_correlation,
+    noise_power_spectrum,
+    noise_std_hu,
+    soft_tissue_roi,
+)
 
 __all__ = [
     "NPS",
@@ -19,6 +26,7 @@ __all__ = [
     "compute_metrics_batch",
     "describe_metrics",
     "metric_keys",
+    "noise_correlation",
     "noise_power_spectrum",
     "noise_std_hu",
     "photo_metrics",

@@ -142,6 +142,33 @@ def noise_std_hu(
     return _std(diff[roi], robust)
 
 
+def noise_correlation(img: np.ndarray, roi: np.ndarray | None = None, *, lag: int = 1,
+                      highpass_sigma: float = 3.0) -> float:
+    """Correlation of the noise of pixels ``lag`` apart (mean of the x and y directions), without a reference.
+
+    The noise is the high-pass of ``img`` (minus a Gaussian of ``highpass_sigma`` pixels, which removes the
+    smooth anatomy; flat tissue only: ``roi``, default :func:`soft_tissue_roi` of the smoothed image).
+    About 0 for white noise; CT noise is correlated over the reconstruction kernel's width (on the AAPM-Mayo
+    quarter dose: 0.1-0.25 with the sharp D45f kernel, 0.5 with the smooth B30f; the same figures as from
+    the true noise, quarter minus full dose). NaN when the ROI is too small."""
+    x = _per_slice(img).astype(np.float64)
+    if roi is None:
+        roi = soft_tissue_roi(np.stack([ndi.gaussian_filter(sl, 2) for sl in x]))
+    m = np.asarray(roi, dtype=bool).reshape(x.shape)
+    hp = np.stack([sl - ndi.gaussian_filter(sl, highpass_sigma) for sl in x])
+    if m.sum() < 100:
+        return float("nan")
+    hp = hp - hp[m].mean()
+    c0 = float(np.mean(hp[m] ** 2))
+    pairs = []
+    for a, b, ma, mb in ((hp[:, :, lag:], hp[:, :, :-lag], m[:, :, lag:], m[:, :, :-lag]),
+                         (hp[:, lag:, :], hp[:, :-lag, :], m[:, lag:, :], m[:, :-lag, :])):
+        both = ma & mb
+        if both.any():
+            pairs.append(float(np.mean(a[both] * b[both])))
+    return float(np.mean(pairs) / c0) if pairs and c0 > 0 else float("nan")
+
+
 @dataclass
 class NPS:
     """A noise power spectrum. ``nps2d`` (n, n) in HU^2 mm^2 with zero frequency at the centre,

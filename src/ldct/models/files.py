@@ -285,6 +285,9 @@ def check_meta(meta: Mapping[str, Any], where: Path) -> None:
     ref = meta.get("reference_noise_hu")
     if ref is not None and not positive(ref):
         raise bad("reference_noise_hu", "a positive number")
+    g = meta.get("grain")
+    if g is not None and not (isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < 1):
+        raise bad("grain", "a number in [0, 1)")
 
 
 def inference_spec(meta: Mapping[str, Any], where: Path) -> tuple[str, dict[str, Any]]:
