@@ -73,6 +73,12 @@ def test_low_dose_row_equals_compute_metrics(bundle, tmp_path):
     assert res.row("gaussian")["psnr_soft_tissue"] > summary["psnr_soft_tissue"]
     assert res.row("gaussian")["noise_std_hu"] < 0.7 * summary["noise_std_hu"]
     assert res.row("bm3d")["noise_std_hu"] < summary["noise_std_hu"] / 2
+    # texture and structure: the Gaussian filter coarsens the noise grain and removes anatomy along edges;
+    # the identity removes nothing (its residual is zero: no structure score), the input has none
+    assert res.row("gaussian")["nps_mean_f"] < 0.8 * summary["nps_mean_f"]
+    assert summary["nps_mean_f_nd"] > 0
+    assert res.row("gaussian")["structure_score"] > 0.2
+    assert np.isnan(summary["structure_score"])
 
     paths = write_results(res, tmp_path / "eval")
     with open(paths["per_slice"]) as fh:

@@ -163,3 +163,18 @@ def test_report_bad_inputs(run_dir, tmp_path, capsys):
     assert (tmp_path / "r.html").read_text() == "keep"
     err = capsys.readouterr().err
     assert err.count("ldct: error:") == 4 and "Traceback" not in err
+
+
+def test_best_values_are_compared_on_the_same_slices_and_columns_share_a_format():
+    """Bold marks the best value per dose among rows scored on the same slice count (BM3D on 2 slices is
+    not compared with models on 6), and every float of a column has the same number format."""
+    from ldct.report.data import MetricTable
+    from ldct.report.html import _best_cells, render_table
+
+    t = MetricTable(title="t", columns=["dose", "method", "n", "PSNR"], better={"PSNR": 1}, group_by="dose",
+                    rows=[["0.25", "low-dose", 6, 30.0], ["0.25", "bm3d", 2, 35.0], ["0.25", "model", 6, 33.0],
+                          ["0.25", "gaussian", 6, 0.5]])
+    best = _best_cells(t)
+    assert (2, 3) in best and (1, 3) not in best
+    html_text = render_table(t)
+    assert "0.50" in html_text and "0.5000" not in html_text  # the column's format, not the cell's

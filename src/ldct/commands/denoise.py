@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         overlap: int = typer.Option(32, "--overlap", help="Pixels shared by neighbouring tiles."),
         precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), 32, bf16, 16."),
         preview: Path = typer.Option(None, "--preview", help="Write a before/after PNG of the middle slice."),
+        qa: Path = typer.Option(None, "--qa", help="Write reference-free quality figures to this .json (noise "
+                                "and NPS before/after, structure removed) and a .png beside it."),
         series: str = typer.Option(None, "--series", help="Series to read when the folder holds several "
                                    "(SeriesInstanceUID or 0-based index, see `ldct info`)."),
         ref_ctdivol: float = typer.Option(None, "--reference-ctdivol", help="Normal-dose CTDIvol (mGy), to "
@@ -97,7 +99,7 @@ def register(app: typer.Typer) -> None:
             raise LdctError("--adapt trains the network on PyTorch: use --backend torch or auto")
         if grain is not None and not 0.0 <= grain < 1.0:
             raise LdctError(f"--grain {grain:g}: must be in [0, 1) (0 = the model's output)")
-        check_paths(inp, out, overwrite=overwrite, preview=preview)
+        check_paths(inp, out, overwrite=overwrite, preview=preview, qa=qa)
         if not is_photo_input(inp):
             output_kind(out)
         loaded = Denoiser.load(model)
@@ -110,6 +112,8 @@ def register(app: typer.Typer) -> None:
             loaded = loaded.with_strength(strength)
         if grain is not None and grain != loaded.grain:
             loaded = loaded.with_grain(grain)
+        if loaded.data_kind == "photos" and qa is not None:
+            raise LdctError("--qa measures CT (Hounsfield units), not photographs")
         if loaded.data_kind == "photos" and adapt_steps:
             raise LdctError("--adapt is for CT, not for photographs")
         if adapt_steps:
@@ -169,7 +173,7 @@ def register(app: typer.Typer) -> None:
                 overlap=overlap, precision=precision, series=series, overwrite=overwrite, preview=preview,
                 reference_ctdivol=ref_ctdivol, reference_mas=ref_mas, reference_noise_hu=ref_noise,
                 progress=progress, on_start=on_start, compress=compress, adapt_steps=adapt_steps,
-                adapt_seconds=adapt_time, adapt_seed=seed, adapt_progress=adapt_progress,
+                adapt_seconds=adapt_time, adapt_seed=seed, adapt_progress=adapt_progress, qa=qa,
             )
         finally:
             bar.stop()
@@ -187,6 +191,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"noise std in body soft tissue: not measured ({res.noise_how})")
         if res.preview is not None:
             typer.echo(f"preview: {res.preview}")
+        if res.qa is not None:
+            import json
+
+            q = json.loads(res.qa.read_text())
+            nb, na = q["noise"]["before"], q["noise"]["after"]
+
+            def f(v, fmt):
+                return format(v, fmt) if v is not None else "n/a"
+
+            typer.echo(f"qa: NPS mean frequency {f(nb['nps_mean_f'], '.3f')} -> {f(na['nps_mean_f'], '.3f')} cycles/mm, "
+                       f"structure score {f(q['structure_score'], '.3f')}; {res.qa} (+ .png)")
 
     def _denoise_photos(inp: Path, out: Path, loaded, *, dose: float | None, **kw) -> None:
         from ldct.infer.photos import denoise_photos

@@ -216,9 +216,9 @@ class LowDosePatchDataset(PatchDataset):
     """Patches of low-dose slices alone, for self-supervised training (``data.kind: lowdose``).
 
     The records' ``nd`` location is the low-dose image itself. Items are ``{"ld": (C, h, w), "dose"}`` plus
-    metadata; with ``adjacent`` also ``"ld_adj"``: the same crop of the previous or next slice (drawn at
-    random), with the same flip/rotation (Noise2Noise from neighbouring slices of a thin series: shared
-    anatomy, independent noise). Slices, crops and augmentation are drawn as in :class:`PatchDataset`.
+    metadata; with ``adjacent`` also ``"ld_adj"``: the same crop of the mean of the previous and next slices
+    (the one neighbour at either end of the series), with the same flip/rotation (Noise2Noise from
+    neighbouring slices of a thin series: shared anatomy, independent noise). Slices, crops and augmentation are drawn as in :class:`PatchDataset`.
     """
 
     def __init__(self, store: SliceStore, records: list[SliceRecord], *, dose: float = 0.25,
@@ -236,11 +236,12 @@ class LowDosePatchDataset(PatchDataset):
         if self.adjacent:
             prev, nxt = rec.neighbours or (rec.nd, rec.nd)
             options = [loc for loc in (prev, nxt) if loc != rec.nd] or [rec.nd]
-            loc = options[int(rng.integers(len(options)))]
-            other = self.store.read(loc)[None]
-            if other.shape[-2:] != img.shape[-2:]:
-                raise LdctError(f"adjacent slices differ in size ({other.shape[-2:]} vs {img.shape[-2:]})",
-                                rec.source)
+            others = [self.store.read(loc) for loc in options]
+            if any(o.shape[-2:] != img.shape[-2:] for o in others):
+                raise LdctError("adjacent slices differ in size", rec.source)
+            # the mean of both neighbours: its expectation is the slice's own anatomy to second order in z
+            # (linear interpolation), with half the noise power of one neighbour
+            other = np.mean(others, axis=0, dtype=np.float32)[None]
             p, q = apply_crop(img, other, crop)
         else:
             p, q = apply_crop(img, img, crop)

@@ -12,7 +12,11 @@ Each row holds :func:`ldct.metrics.compute_metrics` (PSNR, SSIM, RMSE in HU, MSE
 window of ``ldct.hu.METRIC_WINDOWS``; both images clipped to the window, data range = window width) and
 noise in body soft tissue (ROI chosen on the normal-dose image, the same pixels for every row):
 ``noise_std_hu`` (high-pass noise of the row's image, no reference), ``residual_std_hu`` (std of image
-minus normal dose) and ``noise_std_nd_hu`` (the normal dose's own high-pass noise).
+minus normal dose) and ``noise_std_nd_hu`` (the normal dose's own high-pass noise). Texture and structure
+(``ldct.metrics.task``): ``nps_mean_f`` (cycles/mm, NPS of the row's image in the normal dose's flat soft
+tissue; ``nps_mean_f_nd`` the normal dose's own: a plastic look shows as a much lower value) and
+``structure_score`` (the residual input - output against the normal dose's edges: ~0 when only noise was
+removed, positive when anatomy was; NaN for the input itself).
 """
 
 from __future__ import annotations
@@ -67,6 +71,21 @@ def _noise(img: np.ndarray, nd: np.ndarray, roi: np.ndarray | None) -> dict[str,
     return {"noise_std_hu": noise_std_hu(img, roi=roi), "residual_std_hu": noise_std_hu(img, nd, roi=roi)}
 
 
+def _texture(img: np.ndarray, ld: np.ndarray, nd: np.ndarray, region: np.ndarray, spacing: float | None,
+             is_input: bool) -> dict[str, float]:
+    """NPS mean frequency of ``img`` in the normal dose's flat tissue ``region``, and the structure score of
+    the residual ``ld - img`` against the normal dose's edges."""
+    from ldct.metrics.noise import noise_power_spectrum
+    from ldct.metrics.task import structure_score
+
+    try:
+        f = noise_power_spectrum(img, pixel_spacing_mm=spacing or 1.0, region=region).mean_frequency
+    except ValueError:
+        f = math.nan
+    score = math.nan if is_input or ld.shape != img.shape else structure_score(ld - img, nd)
+    return {"nps_mean_f": f, "structure_score": score}
+
+
 def evaluate(
     model: Any,
     dataset: Any,
@@ -102,6 +121,7 @@ def evaluate(
     """
     from ldct.metrics import compute_metrics
     from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
+    from ldct.metrics.task import flat_region
 
     wins = list(windows or METRIC_WINDOWS)
     chosen = set(BASELINES if baselines is True else () if baselines is False else baselines)
@@ -122,6 +142,9 @@ def evaluate(
         ident["dose"] = dose
         roi = soft_tissue_roi(nd_c)
         nd_noise = noise_std_hu(nd_c, roi=roi) if roi.any() else math.nan
+        region = flat_region(nd_c)
+        spacing = meta.get("pixel_spacing_mm")
+        nd_tex = _texture(nd_c, nd_c, nd_c, region, spacing, True)["nps_mean_f"]
         outputs, ld_up = _baseline_outputs(ld_c, nd_c.shape, chosen, i in bm3d_set, timing)
         if model is not None:
             t0 = time.perf_counter()
@@ -137,7 +160,9 @@ def evaluate(
                              **{k: ident.get(k) for k in ("patient_id", "slice_index")}})
         for method, img in outputs.items():
             row = {"method": method, **ident, **compute_metrics(img, nd_c, wins), **_noise(img, nd_c, roi),
-                   "noise_std_nd_hu": nd_noise}
+                   "noise_std_nd_hu": nd_noise,
+                   **_texture(img, ld_up, nd_c, region, spacing, method.startswith("low-dose")),
+                   "nps_mean_f_nd": nd_tex}
             rows.append(row)
         if progress is not None:
             progress(n_done + 1, len(items))

@@ -32,6 +32,8 @@ TABLE_COLUMNS = (
     ("ssim_full", "SSIM full", "{:.4f}"),
     ("rmse_full", "RMSE full HU", "{:.1f}"),
     ("noise_std_hu", "noise HU", "{:.1f}"),
+    ("nps_mean_f", "NPS f c/mm", "{:.3f}"),
+    ("structure_score", "structure", "{:+.2f}"),
 )
 
 

@@ -43,22 +43,33 @@ def check_dose(dose: float | None) -> None:
         raise LdctError(f"--dose {dose:g}: must be a dose fraction in (0, 1] (e.g. 0.25 for quarter dose)")
 
 
-def check_paths(inp: Path, out: Path, *, overwrite: bool, preview: Path | None = None) -> None:
+def check_paths(inp: Path, out: Path, *, overwrite: bool, preview: Path | None = None,
+                qa: Path | None = None) -> None:
     """Input exists; outputs are not the input, not inside the input folder, not already there."""
     if not inp.exists():
         raise LdctError("input not found", inp)
-    for target in [out] + ([preview] if preview is not None else []):
+    extra = [x for x in (preview, qa) if x is not None]
+    if qa is not None:
+        if qa.suffix.lower() != ".json":
+            raise LdctError("--qa writes a .json file (and a .png beside it)", qa)
+        if qa.with_suffix(".png").resolve() in {t.resolve() for t in [out] + extra}:
+            raise LdctError("--qa must differ from the output and the preview", qa)
+        extra.append(qa.with_suffix(".png"))
+    for target in [out] + extra:
         if target.resolve() == inp.resolve() or (inp.is_dir() and is_inside(target, inp)):
             raise LdctError("output must not be the input or lie inside the input series folder", target)
         if is_inside(inp, target):
             raise LdctError("output must not be a folder that contains the input", target)
     if preview is not None and preview.resolve() == out.resolve():
         raise LdctError("--preview must differ from the output", preview)
+    if len({t.resolve() for t in [out] + extra}) < 1 + len(extra):
+        raise LdctError("the output, --preview and --qa must be different files", out)
     if not overwrite:
         if out.exists() and not (out.is_dir() and not any(out.iterdir())):
             raise LdctError("output already exists (pass --overwrite to replace it)", out)
-        if preview is not None and preview.exists():
-            raise LdctError("preview already exists (pass --overwrite to replace it)", preview)
+        for x in extra:
+            if x.exists():
+                raise LdctError("already exists (pass --overwrite to replace it)", x)
 
 
 def check_ct(vol: Volume, path: Path) -> None:
@@ -88,6 +99,8 @@ class DenoiseResult:
     preview: Path | None = None
     #: what ``adapt_steps`` did (None: no adaptation)
     adapt: Any = None
+    #: the ``--qa`` JSON written (its PNG beside it)
+    qa: Path | None = None
 
     @property
     def slices_per_s(self) -> float:
@@ -160,6 +173,7 @@ def denoise_path(
     adapt_seconds: float | None = None,
     adapt_seed: int = 0,
     adapt_progress: Progress | None = None,
+    qa: Path | None = None,
 ) -> DenoiseResult:
     """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
 
@@ -167,7 +181,8 @@ def denoise_path(
     A DICOM output gets its own SeriesNumber (the input's + 5000) and is compressed losslessly when
     the input was compressed or ``compress`` is True. ``adapt_steps`` > 0 first fine-tunes a copy of the
     model on this scan, self-supervised (:func:`ldct.infer.adapt.adapt`; at most ``adapt_seconds``, seeded
-    by ``adapt_seed``); the model given is not changed.
+    by ``adapt_seed``); the model given is not changed. ``qa`` writes reference-free quality figures
+    (:mod:`ldct.infer.qa`: noise and NPS before/after, structure score) as JSON, and a PNG beside it.
     Raises :class:`LdctError` for every user mistake, before any output is written.
     """
     from ldct.io import read_volume, write_volume
@@ -175,8 +190,10 @@ def denoise_path(
 
     inp, out = Path(inp), Path(out)
     check_dose(dose)
-    check_paths(inp, out, overwrite=overwrite, preview=preview)
+    check_paths(inp, out, overwrite=overwrite, preview=preview, qa=qa)
     output_kind(out)
+    if qa is not None and model.scale != 1:
+        raise LdctError("--qa measures denoisers, not super-resolution models", qa)
     dev = resolve_device(device)
     if precision == "auto":
         precision = auto_precision(dev)
@@ -213,8 +230,15 @@ def denoise_path(
         if model.scale != 1:
             b = np.kron(b, np.ones((model.scale, model.scale), dtype=np.float32))
         write_preview(b, data[k], preview, labels=("input", f"ldct {model.name}"))
+    qa_path = None
+    if qa is not None:
+        from ldct.infer.qa import scan_qa, write_qa
+
+        figures = scan_qa(vol.data, data, float(np.mean(vol.spacing[1:])))
+        figures = {"input": str(inp), "output": str(written or out), "model": model.describe(), **figures}
+        qa_path, _ = write_qa(figures, vol.data, data, Path(qa))
     return DenoiseResult(
         output=Path(written or out), slices=vol.shape[0], shape=tuple(data.shape), seconds=seconds,
         model=model.describe(), device=str(dev), dose=used_dose, dose_how=how, noise_before=before,
-        noise_after=after, noise_how=nhow, preview=preview, adapt=report,
+        noise_after=after, noise_how=nhow, preview=preview, adapt=report, qa=qa_path,
     )

@@ -7,7 +7,7 @@
   ``|f(g1(y)) - g2(y)|^2 + gamma |f(g1(y)) - g2(y) - (g1(f(y)) - g2(f(y)))|^2`` with ``f(y)`` not
   back-propagated (:func:`neighbor2neighbor_loss`).
 - **Noise2Noise from adjacent slices** (Lehtinen et al., 2018): in a thin contiguous series neighbouring
-  slices share the anatomy but not the noise, so slice z+-1 is a noisy target for slice z
+  slices share the anatomy but not the noise, so the mean of slices z-1 and z+1 is a noisy target for slice z
   (:func:`noise2noise_loss`).
 
 Both assume noise that is independent between the two halves: true for adjacent slices of separately

@@ -38,6 +38,8 @@ MAIN_COLUMNS = (
     ("rmse_full", "RMSE full HU", -1),
     ("noise_std_hu", "noise std HU", 0),
     ("residual_std_hu", "residual std HU", -1),
+    ("nps_mean_f", "NPS mean f (c/mm)", 0),
+    ("structure_score", "structure removed", 0),
 )
 PLOT_METRICS = (("psnr_soft_tissue", "PSNR soft tissue (dB)"), ("ssim_soft_tissue", "SSIM soft tissue"),
                 ("noise_std_hu", "noise std (HU)"))
@@ -166,7 +168,10 @@ def eval_tables(summary: dict[str, Any]) -> list[MetricTable]:
               for r in rows],
         note=("PSNR/SSIM/RMSE against the normal dose, both clipped to the named HU window with data_range = "
               f"window width ({wnote}). Gain: PSNR minus the low-dose input's on the same slices. Bold: best "
-              "per dose. Noise std: soft-tissue ROI in the body."),
+              "per dose among the rows scored on the same slices (the most common n; BM3D on fewer slices is not "
+              "compared). Noise std: soft-tissue ROI in the body. NPS mean f: noise grain (cycles/mm) in the normal "
+              "dose's flat soft tissue (much lower than the normal dose's = a plastic look). Structure removed: the "
+              "residual (input - output) against the normal dose's edges, ~0 when only noise was removed."),
         better={h: b for _, h, b in cols if b},
         group_by="dose",
     )

@@ -77,15 +77,24 @@ def viewer_payload(cases: list[ViewerCase], default_window: str = "soft") -> dic
     }
 
 
-def _fmt(v: object) -> str:
+def _fmt(v: object, scale: float | None = None) -> str:
+    """A cell; floats of one column share one format, chosen by the column's largest magnitude ``scale``."""
     if v is None:
         return ""
     if isinstance(v, float):
         if math.isnan(v):
             return "\u2013"
-        a = abs(v)
+        a = abs(v) if scale is None else scale
         return f"{v:.4f}" if a < 1 else f"{v:.2f}" if a < 1000 else f"{v:.4g}"
     return str(v)
+
+
+def _column_scales(t: MetricTable) -> list[float | None]:
+    out: list[float | None] = []
+    for j in range(len(t.columns)):
+        vals = [abs(r[j]) for r in t.rows if isinstance(r[j], float) and math.isfinite(r[j])]
+        out.append(max(vals) if vals else None)
+    return out
 
 
 def _best_cells(t: MetricTable) -> set[tuple[int, int]]:
@@ -95,6 +104,12 @@ def _best_cells(t: MetricTable) -> set[tuple[int, int]]:
     groups: dict[object, list[int]] = {}
     for i, row in enumerate(t.rows):
         groups.setdefault(row[gcol] if gcol is not None else None, []).append(i)
+    if "n" in t.columns:  # compare only rows scored on the same slices (BM3D often runs on fewer)
+        ncol = t.columns.index("n")
+        for key, rows in list(groups.items()):
+            counts = [t.rows[i][ncol] for i in rows]
+            common = max(set(counts), key=counts.count)
+            groups[key] = [i for i in rows if t.rows[i][ncol] == common]
     for j, col in enumerate(t.columns):
         sign = t.better.get(col)
         if not sign:
@@ -110,13 +125,14 @@ def _best_cells(t: MetricTable) -> set[tuple[int, int]]:
 
 def render_table(t: MetricTable) -> str:
     best = _best_cells(t)
+    scales = _column_scales(t)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = []
     for i, row in enumerate(t.rows):
         cells = []
         for j, v in enumerate(row):
             cls = ' class="num best"' if (i, j) in best else ' class="num"' if isinstance(v, (int, float)) else ""
-            cells.append(f"<td{cls}>{html.escape(_fmt(v))}</td>")
+            cells.append(f"<td{cls}>{html.escape(_fmt(v, scales[j]))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
     table = (f'<div class="scroll"><table class="metrics"><thead><tr>{head}</tr></thead>'
