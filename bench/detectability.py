@@ -57,7 +57,9 @@ def rois(img: np.ndarray, cs: list[tuple[int, int]]) -> np.ndarray:
     return np.stack([img[y - h: y + h + 1, x - h: x + h + 1] for y, x in cs])
 
 
-def _mtf(v: float) -> str:
+def _mtf(v: float | None) -> str:
+    if v is None:
+        return "-"  # disk under 4 px radius: too small for an edge spread function
     return f"{v:.3f}" if np.isfinite(v) else "above Nyquist"
 
 
@@ -116,7 +118,7 @@ def main() -> None:
         radius = cond[0] / 2 / spacing
         d = cho_dprime(p, a, radius_px=radius)
         # the TTF of the disks' edge at this contrast: the ESF averaged over every signal-present ROI
-        mtf50 = ttf_disk(p, (ROI // 2, ROI // 2), radius, spacing).mtf50 if radius >= 4 else float("nan")
+        mtf50 = ttf_disk(p, (ROI // 2, ROI // 2), radius, spacing).mtf50 if radius >= 4 else None
         rows.append({"dose": dose, "method": method, "diameter_mm": cond[0], "contrast_hu": cond[1], "dprime": d,
                      "mtf50": mtf50, "rois_per_class": len(p)})
     base = {(r["dose"], r["diameter_mm"], r["contrast_hu"]): r["dprime"] for r in rows if r["method"] == "low-dose input"}

@@ -78,31 +78,20 @@ def soft_roi(fd: np.ndarray) -> np.ndarray:
 
 def _region(fd: np.ndarray) -> np.ndarray:
     """Flat body soft tissue of the full dose, 8 px inside the body (where NPS ROIs may lie)."""
-    from scipy import ndimage as ndi
+    from ldct.metrics.task import flat_region
 
-    from ldct.metrics.noise import SOFT_TISSUE_HU, body_mask
-
-    src = ndi.gaussian_filter(fd, 2)
-    body = np.asarray(body_mask(src)).reshape(src.shape)
-    return ndi.binary_erosion(body, iterations=8) & (src >= SOFT_TISSUE_HU[0]) & (src <= SOFT_TISSUE_HU[1])
+    return flat_region(fd)
 
 
 def texture(img: np.ndarray, fd: np.ndarray, spacing: float) -> tuple[float, float, float]:
     """(noise std HU, NPS peak and NPS mean frequency in cycles/mm) of ``img`` itself, without a reference,
-    in the full dose's flat soft tissue: high-pass std (``noise_std_hu``) and the NPS of 2nd-order-detrended
-    32-px ROIs (the flatter half; ``noise_power_spectrum``). Anatomy left in the ROIs adds low-frequency
-    power to every image alike: a texture indicator for comparing methods, not a calibrated NPS."""
-    from ldct.metrics.noise import noise_power_spectrum, noise_std_hu
+    in the full dose's flat soft tissue (``ldct.metrics.task.noise_texture`` guided by the full dose). Anatomy
+    left in the ROIs adds low-frequency power to every image alike: a texture indicator for comparing
+    methods, not a calibrated NPS."""
+    from ldct.metrics.task import noise_texture
 
-    region = _region(fd)
-    roi = soft_roi(fd)
-    std = noise_std_hu(img, roi=roi) if roi.any() else math.nan
-    try:
-        nps = noise_power_spectrum(img, pixel_spacing_mm=spacing, region=region)
-    except ValueError:
-        return std, math.nan, math.nan
-    k = int(np.argmax(nps.radial[1:])) + 1  # skip the zero frequency
-    return std, float(nps.radial_freq[k]), nps.mean_frequency
+    t = noise_texture(img, spacing, guide=fd)
+    return t.std_hu, t.nps_peak, t.nps_mean_f
 
 
 def oracle_sigma(qd: np.ndarray, fd: np.ndarray) -> float:
@@ -163,8 +152,9 @@ class Family:
         return (acc / 8).astype(np.float32), seen
 
 
-def score(img: np.ndarray, fd: np.ndarray, spacing: float) -> dict[str, float]:
+def score(img: np.ndarray, fd: np.ndarray, spacing: float, qd: np.ndarray | None = None) -> dict[str, float]:
     from ldct.metrics import compute_metrics
+    from ldct.metrics.task import structure_score
 
     rows = [compute_metrics(i, f, list(WINDOWS)) for i, f in zip(img, fd, strict=True)]
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -172,6 +162,9 @@ def score(img: np.ndarray, fd: np.ndarray, spacing: float) -> dict[str, float]:
     out["noise_hu"] = float(np.nanmean([t[0] for t in tex]))
     out["nps_peak"] = float(np.nanmean([t[1] for t in tex]))
     out["nps_mean_f"] = float(np.nanmean([t[2] for t in tex]))
+    # anatomy removed: the residual (quarter dose - output) against the full dose's edges (~0: noise only)
+    out["structure"] = (float(np.nanmean([structure_score(q - i, f) for q, i, f in zip(qd, img, fd, strict=True)]))
+                        if qd is not None else math.nan)
     return out
 
 
@@ -213,7 +206,7 @@ def main() -> None:
             t0 = time.perf_counter()
             out, seen = fn()
             sec = (time.perf_counter() - t0) / len(fd)
-            m = score(out, fd, spacing)
+            m = score(out, fd, spacing, qd)
             rows.append({**ident, "method": name.split(" (sigma")[0], "detail": name, **m,
                          "gain": m["psnr_soft_tissue"] - base["psnr_soft_tissue"], "seconds": sec, "seen": seen})
         print(f"{g['patient']} {g['kernel']}: {len(fd)} pairs scored", flush=True)
@@ -246,8 +239,8 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
     print("\nPer group: PSNR/SSIM/RMSE soft tissue [-160, 240] HU and full [-1000, 1000] HU; noise std (HU, "
           "no reference) and NPS peak (cycles/mm) in flat soft tissue; seconds per 512x512 slice (2-core CPU).\n")
     print("| patient | kernel | n | method | PSNR soft | SSIM soft | RMSE soft | PSNR full | SSIM full | noise HU "
-          "| NPS peak | NPS mean f | s/slice |")
-    print("|---" * 13 + "|")
+          "| NPS peak | NPS mean f | structure | s/slice |")
+    print("|---" * 14 + "|")
     for r in rows:
         def f(key: str, fmt: str) -> str:
             v = r.get(key)
@@ -256,7 +249,7 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         print(f"| {r['patient']} | {r['kernel']} | {r['n']} | {r['method']}{' (seen)' if r.get('seen') else ''} | "
               f"{f('psnr_soft_tissue', '.2f')} | {f('ssim_soft_tissue', '.4f')} | {f('rmse_soft_tissue', '.1f')} | "
               f"{f('psnr_full', '.2f')} | {f('ssim_full', '.4f')} | {f('noise_hu', '.1f')} | {f('nps_peak', '.3f')} | "
-              f"{f('nps_mean_f', '.3f')} | "
+              f"{f('nps_mean_f', '.3f')} | {f('structure', '+.2f')} | "
               f"{f('seconds', '.2f')} |")
 
 

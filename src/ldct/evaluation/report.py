@@ -118,22 +118,33 @@ def metrics_figure(results: EvalResults, dose: float, path: Path) -> Path:
 
     rows = [r for r in results.summary if r["dose"] == dose]
     panels = [c for c in ("psnr_soft_tissue", "ssim_soft_tissue", "rmse_soft_tissue", "psnr_full", "ssim_full",
-                          "noise_std_hu") if c in rows[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    axes = np.atleast_1d(axes)
+                          "noise_std_hu", "nps_mean_f", "structure_score") if c in rows[0]]
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.0 * nrow), squeeze=False)
     names = [r["method"] for r in rows]
-    for ax, col in zip(axes, panels):
-        vals = [r[col] if np.isfinite(r[col]) else 0.0 for r in rows]
-        ax.bar(range(len(rows)), vals, color=["0.6"] * (len(rows) - 1) + ["C0"] if len(rows) > 1 else ["C0"])
-        ax.set_xticks(range(len(rows)), names, rotation=40, ha="right", fontsize=8)
+    titles = {"noise_std_hu": "noise std HU\n(soft-tissue ROI)", "nps_mean_f": "NPS mean frequency c/mm\n(flat soft tissue)",
+              "structure_score": "structure removed\n(~0: noise only)"}
+    for ax, col in zip(axes.ravel(), panels):
+        # points, not bars: the axis is scaled to the values and need not start at 0
+        for k, r in enumerate(rows):
+            v = r[col]
+            if np.isfinite(v):
+                base = r["method"].startswith(("low-dose", "gaussian", "bm3d"))
+                ax.plot([k], [v], "s" if base else "o", ms=8, color="0.45" if base else "C0")
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=9)
+        ax.set_xlim(-0.5, len(rows) - 0.5)
         label = {"psnr": "PSNR dB", "ssim": "SSIM", "rmse": "RMSE HU"}.get(col.split("_")[0], "HU")
         win = results.meta.get("windows", {}).get(col.split("_", 1)[1], col)
-        ax.set_title(f"{label}\n{win}" if col != "noise_std_hu" else "noise std HU\n(soft-tissue ROI)", fontsize=8)
-        finite = [v for v in vals if v]
-        if finite and not col.startswith("rmse") and col != "noise_std_hu":
-            lo, hi = min(finite), max(finite)
-            ax.set_ylim(lo - 0.15 * (hi - lo + 1e-6) - (0.02 if col.startswith("ssim") else 1.0), hi + 0.1 * (hi - lo + 1e-6))
-    fig.suptitle(f"dose {dose:g} of normal dose, {rows[0]['n']} slices ({rows[0]['patients']})", fontsize=9)
+        ax.set_title(titles.get(col, f"{label}\n{win}"), fontsize=10)
+        ax.tick_params(axis="y", labelsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    counts = sorted({int(r["n"]) for r in rows})
+    n_text = f"{counts[0]} slices" if len(counts) == 1 else f"{'/'.join(map(str, counts))} slices (see n)"
+    fig.suptitle(f"dose {dose:g} of normal dose, {n_text} ({rows[0]['patients']}); grey squares: baselines",
+                 fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -42,7 +42,8 @@ MAIN_COLUMNS = (
     ("structure_score", "structure removed", 0),
 )
 PLOT_METRICS = (("psnr_soft_tissue", "PSNR soft tissue (dB)"), ("ssim_soft_tissue", "SSIM soft tissue"),
-                ("noise_std_hu", "noise std (HU)"))
+                ("noise_std_hu", "noise std (HU)"), ("nps_mean_f", "NPS mean frequency (cycles/mm)"),
+                ("structure_score", "structure removed (score)"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

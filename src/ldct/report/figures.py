@@ -58,21 +58,23 @@ def metric_vs_dose_figure(rows: list[dict[str, Any]], metrics: list[tuple[str, s
         return None
     methods = list(dict.fromkeys(str(r["method"]) for r in rows))
     doses = sorted({_num(r["dose"]) for r in rows})
-    fig = MplFigure(figsize=(4.2 * len(metrics), 3.4), dpi=100, layout="constrained")
+    fig = MplFigure(figsize=(5.6 * len(metrics), 4.4), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
-    if len(doses) == 1:  # one dose: bars per method
+    if len(doses) == 1:  # one dose: a point per method (no bars: an axis that does not start at 0 misleads)
         for ax, (col, label) in zip(axes, metrics):
-            stats = []
-            for m in methods:
+            for k, m in enumerate(methods):
                 v = np.asarray([_num(r.get(col)) for r in rows if r["method"] == m])
                 v = v[np.isfinite(v)]
-                stats.append((v.mean(), v.std()) if len(v) else (np.nan, 0.0))
-            ax.bar(range(len(methods)), [a for a, _ in stats], yerr=[b for _, b in stats], capsize=3,
-                   color=["#9aa5b8" if m.startswith(("low-dose", "gaussian", "bm3d")) else "#1f6feb" for m in methods])
-            ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=7)
-            ax.set_ylabel(label)
+                if len(v):
+                    base = m.startswith(("low-dose", "gaussian", "bm3d"))
+                    ax.errorbar([k], [v.mean()], yerr=[v.std()], marker="s" if base else "o", ms=7, capsize=4,
+                                color="#6e7781" if base else "#1f6feb")
+            ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=10)
+            ax.set_xlim(-0.5, len(methods) - 0.5)
+            ax.set_ylabel(label, fontsize=11)
+            ax.tick_params(axis="y", labelsize=10)
             ax.grid(alpha=0.3, axis="y")
-        return Figure(f"metrics at dose {doses[0]:g}", png_bytes(fig), "mean \u00b1 std over slices; grey: baselines")
+        return Figure(f"metrics at dose {doses[0]:g}", png_bytes(fig), "mean \u00b1 std over slices; grey squares: baselines")
     for ax, (col, label) in zip(axes, metrics):
         for m in methods:
             xs, ys, es = [], [], []
@@ -85,10 +87,11 @@ def metric_vs_dose_figure(rows: list[dict[str, Any]], metrics: list[tuple[str, s
                     es.append(v.std())
             if xs:
                 style = "--" if m.startswith(("low-dose", "gaussian", "bm3d")) else "-"
-                ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, ls=style, label=m)
-        ax.set_xlabel("dose (fraction of normal dose)")
-        ax.set_ylabel(label)
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=5, capsize=3, ls=style, label=m)
+        ax.set_xlabel("dose (fraction of normal dose)", fontsize=11)
+        ax.set_ylabel(label, fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=9)
     caption = "mean \u00b1 std over slices; dashed lines: baselines"
     return Figure("metrics against dose", png_bytes(fig), caption)
