@@ -79,6 +79,11 @@ def test_low_dose_row_equals_compute_metrics(bundle, tmp_path):
     assert summary["nps_mean_f_nd"] > 0
     assert res.row("gaussian")["structure_score"] > 0.2
     assert np.isnan(summary["structure_score"])
+    # radial NPS per (dose, method) for the report: the Gaussian's sits below the input's at high frequencies
+    curves = {c["method"]: c for c in res.meta["nps_curves"]}
+    assert {"normal dose", "low-dose", "gaussian", "identity"} <= set(curves)
+    hi = [k for k, f in enumerate(curves["gaussian"]["freq"]) if f > 0.5 * max(curves["gaussian"]["freq"])]
+    assert all(curves["gaussian"]["nps"][k] < 0.5 * curves["low-dose"]["nps"][k] for k in hi)
 
     paths = write_results(res, tmp_path / "eval")
     with open(paths["per_slice"]) as fh:

@@ -72,6 +72,7 @@ def test_report_is_one_self_contained_file(report, run_dir):
         for i, case in enumerate(payload["cases"]):
             assert case["order"] == ["low_dose", "output", "normal_dose"]
             assert case["difference"] == ["output", "normal_dose"]
+            assert case["residual"] == ["low_dose", "output"]
             for key, panel in (("ld", "low_dose"), ("out", "output"), ("nd", "normal_dose")):
                 ref = z[f"d{i}_{key}"]
                 assert case["slices"] == len(ref) and len(case["panels"][panel]) == len(ref)
@@ -137,10 +138,13 @@ def test_report_in_a_real_browser(report, tmp_path):
     moved = _chromium(url + "#slice=1&window=bone", tmp_path, "--dump-dom")
     s0, s1 = _state(first.stdout), _state(moved.stdout)
     assert (s0[0], s1[0]) == ("0:0:soft", "0:1:bone")
-    assert len(s0[1]) == 4 and all(v > 0 for v in s0[1])  # low dose, output, normal dose, difference drawn
-    assert s0[1][3] != s1[1][3]  # the slider changed the difference image (its window is fixed)
+    # low dose, output, normal dose, difference (output - normal dose), residual (low dose - output) drawn
+    assert len(s0[1]) == 5 and all(v > 0 for v in s0[1])
+    assert s0[1][3] != s1[1][3] and s0[1][4] != s1[1][4]  # the slider changed both (their window is fixed)
+    assert s0[1][3] != s0[1][4]
     assert all(a != b for a, b in zip(s0[1][:3], s1[1][:3]))
     assert '<table class="metrics">' in first.stdout and "supervised/dncnn" in first.stdout
+    assert "noise power spectra" in first.stdout  # the NPS curves of the evaluation
 
     shots = []
     for k in (0, 1):

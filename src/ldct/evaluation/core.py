@@ -72,18 +72,33 @@ def _noise(img: np.ndarray, nd: np.ndarray, roi: np.ndarray | None) -> dict[str,
 
 
 def _texture(img: np.ndarray, ld: np.ndarray, nd: np.ndarray, region: np.ndarray, spacing: float | None,
-             is_input: bool) -> dict[str, float]:
+             is_input: bool, curves: list | None = None) -> dict[str, float]:
     """NPS mean frequency of ``img`` in the normal dose's flat tissue ``region``, and the structure score of
-    the residual ``ld - img`` against the normal dose's edges."""
+    the residual ``ld - img`` against the normal dose's edges; the radial NPS is appended to ``curves``."""
     from ldct.metrics.noise import noise_power_spectrum
     from ldct.metrics.task import structure_score
 
     try:
-        f = noise_power_spectrum(img, pixel_spacing_mm=spacing or 1.0, region=region).mean_frequency
+        nps = noise_power_spectrum(img, pixel_spacing_mm=spacing or 1.0, region=region)
+        f = nps.mean_frequency
+        if curves is not None:
+            curves.append((nps.radial_freq, nps.radial))
     except ValueError:
         f = math.nan
     score = math.nan if is_input or ld.shape != img.shape else structure_score(ld - img, nd)
     return {"nps_mean_f": f, "structure_score": score}
+
+
+def _mean_curves(curves: dict[tuple[float, str], list]) -> list[dict[str, Any]]:
+    """Per (dose, method): the radial NPS averaged over slices (same ROI size, so the same number of
+    rings; the frequency axis is averaged too when pixel sizes differ)."""
+    out = []
+    for (dose, method), cs in sorted(curves.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))):
+        n = min(len(c[0]) for c in cs)
+        out.append({"dose": dose, "method": method, "slices": len(cs),
+                    "freq": np.mean([c[0][:n] for c in cs], axis=0).round(5).tolist(),
+                    "nps": np.mean([c[1][:n] for c in cs], axis=0).round(3).tolist()})
+    return out
 
 
 def evaluate(
@@ -134,6 +149,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     samples: dict[float, list[dict[str, np.ndarray]]] = {}
     timing = {"model_s": 0.0, "bm3d_s": 0.0}
+    curves: dict[tuple[float, str], list] = {}
     for n_done, (i, _) in enumerate(items):
         ld, nd, meta = dataset.get_hu(i)
         ld_c, nd_c = ld[ld.shape[0] // 2], nd[nd.shape[0] // 2]
@@ -144,7 +160,8 @@ def evaluate(
         nd_noise = noise_std_hu(nd_c, roi=roi) if roi.any() else math.nan
         region = flat_region(nd_c)
         spacing = meta.get("pixel_spacing_mm")
-        nd_tex = _texture(nd_c, nd_c, nd_c, region, spacing, True)["nps_mean_f"]
+        nd_tex = _texture(nd_c, nd_c, nd_c, region, spacing, True, curves.setdefault((dose, "normal dose"), []))[
+            "nps_mean_f"]
         outputs, ld_up = _baseline_outputs(ld_c, nd_c.shape, chosen, i in bm3d_set, timing)
         if model is not None:
             t0 = time.perf_counter()
@@ -161,7 +178,8 @@ def evaluate(
         for method, img in outputs.items():
             row = {"method": method, **ident, **compute_metrics(img, nd_c, wins), **_noise(img, nd_c, roi),
                    "noise_std_nd_hu": nd_noise,
-                   **_texture(img, ld_up, nd_c, region, spacing, method.startswith("low-dose")),
+                   **_texture(img, ld_up, nd_c, region, spacing, method.startswith("low-dose"),
+                              curves.setdefault((dose, method), [])),
                    "nps_mean_f_nd": nd_tex}
             rows.append(row)
         if progress is not None:
@@ -170,7 +188,8 @@ def evaluate(
     meta = {"windows": {w: METRIC_WINDOWS[w].describe() for w in wins if w in METRIC_WINDOWS},
             "gaussian_sigma_px": GAUSSIAN_SIGMA_PX, "bm3d_max_slices": bm3d_max_slices, "model": name,
             "scale": model.scale if model else 1, "dose_conditioned": model.dose_conditioned if model else False,
-            "n_items": len(items), "timing_s": timing}
+            "n_items": len(items), "timing_s": timing,
+            "nps_curves": _mean_curves({k: v for k, v in curves.items() if v})}
     return EvalResults(rows, summarize(rows, metric_cols), metric_cols, meta, samples)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ldct.errors import LdctError
 from ldct.report.data import Figure, MetricTable, ReportData
-from ldct.report.figures import metric_vs_dose_figure, training_figures
+from ldct.report.figures import metric_vs_dose_figure, nps_figure, training_figures
 from ldct.report.samples import read_samples
 
 #: summary columns of the main per-dose table: (key, header, +1 higher is better / -1 lower is better)
@@ -203,6 +203,11 @@ def _eval_into(data: ReportData, ev: Path, label: str = "") -> None:
     if fig is not None:
         fig.title = prefix + fig.title
         data.figures.append(fig)
+    curves = summary.get("nps_curves")
+    nps = nps_figure(curves) if isinstance(curves, list) else None
+    if nps is not None:
+        nps.title = prefix + nps.title
+        data.figures.append(nps)
     if (ev / "samples.npz").is_file():
         for case in read_samples(ev / "samples.npz"):
             case.name = prefix + case.name

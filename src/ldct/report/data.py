@@ -60,6 +60,14 @@ class ViewerCase:
             return ("low_dose", "output")
         return None
 
+    @property
+    def residual(self) -> tuple[str, str] | None:
+        """What the method removed (low dose - output), shown beside the difference when there is a
+        normal dose too: noise only should look like noise, anatomy in it was removed."""
+        if "normal_dose" in self.panels and "low_dose" in self.panels and "output" in self.panels:
+            return ("low_dose", "output")
+        return None
+
 
 @dataclass
 class Figure:

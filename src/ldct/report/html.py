@@ -62,9 +62,13 @@ def viewer_payload(cases: list[ViewerCase], default_window: str = "soft") -> dic
         if diff:
             titles["difference"] = c.titles.get("difference", f"{titles[diff[0]]} \u2212 {titles[diff[1]]}"
                                                 f" [{DIFF_WINDOW[0]:g}, {DIFF_WINDOW[1]:g}] HU")
+        res = c.residual
+        if res:
+            titles["residual"] = c.titles.get("residual", f"removed: {titles[res[0]]} \u2212 {titles[res[1]]}"
+                                              f" [{DIFF_WINDOW[0]:g}, {DIFF_WINDOW[1]:g}] HU")
         out.append({
             "name": c.name, "slices": z, "height": h, "width": w, "order": order, "titles": titles,
-            "difference": list(diff) if diff else None,
+            "difference": list(diff) if diff else None, "residual": list(res) if res else None,
             "slice_labels": [str(s) for s in c.slice_labels] + [""] * (z - len(c.slice_labels)),
             "slice_notes": [str(s) for s in c.slice_notes] + [""] * (z - len(c.slice_notes)),
             "panels": {p: [encode_slice(c.panels[p][k]) for k in range(z)] for p in order},
@@ -151,7 +155,7 @@ def render_viewer(cases: list[ViewerCase]) -> str:
     panels = "".join(
         f'<figure class="panel" data-panel="{p}"><figcaption class="panel-title">{html.escape(t)}</figcaption>'
         f'<canvas data-panel="{p}"></canvas></figure>'
-        for p, t in list(PANELS.items()) + [("difference", "difference")]
+        for p, t in list(PANELS.items()) + [("difference", "difference"), ("residual", "removed")]
     )
     return (
         '<div id="viewer"><div class="controls">'

@@ -74,12 +74,13 @@
     for (const p of cs.order) {
       paint(root.querySelector('canvas[data-panel="' + p + '"]'), arrays[p], cs.width, cs.height, lo, hi);
     }
-    const diffCanvas = root.querySelector('canvas[data-panel="difference"]');
-    if (cs.difference) {
-      const a = arrays[cs.difference[0]], b = arrays[cs.difference[1]];
+    for (const kind of ["difference", "residual"]) {
+      const pair = cs[kind];
+      if (!pair) continue;
+      const a = arrays[pair[0]], b = arrays[pair[1]];
       const d = new Int16Array(a.length);
       for (let i = 0; i < a.length; i++) d[i] = a[i] - b[i];
-      paint(diffCanvas, d, cs.width, cs.height, D.diff_window[0], D.diff_window[1]);
+      paint(root.querySelector('canvas[data-panel="' + kind + '"]'), d, cs.width, cs.height, D.diff_window[0], D.diff_window[1]);
     }
     slider.value = String(state.k);
     sliceLabel.textContent = "slice " + (state.k + 1) + " / " + cs.slices + (cs.slice_labels[state.k] ? " \u2014 " + cs.slice_labels[state.k] : "");
@@ -95,7 +96,7 @@
     state.k = Math.min(state.k, cs.slices - 1);
     root.querySelectorAll(".panel").forEach((el) => {
       const p = el.dataset.panel;
-      const shown = p === "difference" ? !!cs.difference : cs.order.includes(p);
+      const shown = (p === "difference" || p === "residual") ? !!cs[p] : cs.order.includes(p);
       el.style.display = shown ? "" : "none";
       const title = el.querySelector(".panel-title");
       if (shown && cs.titles[p]) title.textContent = cs.titles[p];
