@@ -79,6 +79,7 @@ def test_low_dose_row_equals_compute_metrics(bundle, tmp_path):
     assert summary["nps_mean_f_nd"] > 0
     assert res.row("gaussian")["structure_score"] > 0.2
     assert np.isnan(summary["structure_score"])
+    assert abs(summary["hu_shift_soft"]) < 3  # zero-mean noise does not move CT numbers
     # radial NPS per (dose, method) for the report: the Gaussian's sits below the input's at high frequencies
     curves = {c["method"]: c for c in res.meta["nps_curves"]}
     assert {"normal dose", "low-dose", "gaussian", "identity"} <= set(curves)

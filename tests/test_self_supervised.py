@@ -219,5 +219,5 @@ def test_adapt_declines_a_scan_with_correlated_noise(sample_dicom):
     hu = read_volume(sample_dicom).data[8:10]
     noise = gaussian_filter(np.random.default_rng(0).normal(0, 80, hu.shape), (0, 1.2, 1.2)).astype(np.float32)
     same, rep = adapt(den, hu + noise, steps=5)
-    assert same is den and rep.skipped and rep.steps == 0 and rep.noise_correlation > 0.35
+    assert same is den and rep.skipped and rep.steps == 0 and rep.noise_correlation > 0.25
     assert "correlated" in rep.describe()

@@ -138,3 +138,18 @@ def test_denoise_qa_writes_reference_free_figures(sample_dicom, tmp_path, capsys
     err = capsys.readouterr().err
     assert "--qa" in err and "already exists" in err
     assert not (tmp_path / "o2.npy").exists() and not (tmp_path / "o3.npy").exists()
+
+
+def test_hu_accuracy_finds_a_shift_in_the_tissue_it_was_added_to(sample_dicom):
+    from ldct.metrics.task import hu_accuracy, hu_rois
+
+    ref = read_volume(sample_dicom).data[10].astype(np.float64)
+    rois = hu_rois(ref)
+    assert all(m.sum() > 200 for m in rois.values())  # fat, soft tissue and enhanced vessels in this abdomen
+    g = ndi.gaussian_filter(ref, 2)
+    shifted = ref + np.where((g > -150) & (g < -60), 8.0, 0.0)  # +8 HU in fat only
+    acc = hu_accuracy(shifted, ref, rois)
+    assert acc["hu_shift_fat"] == pytest.approx(8.0, abs=0.5)
+    assert abs(acc["hu_shift_soft"]) < 0.5 and abs(acc["hu_shift_enhanced"]) < 0.5
+    noisy = ref + np.random.default_rng(4).normal(0, 20, ref.shape)  # zero-mean noise moves nothing
+    assert all(abs(v) < 1.5 for v in hu_accuracy(noisy, ref, rois).values())

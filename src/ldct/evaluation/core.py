@@ -16,7 +16,8 @@ minus normal dose) and ``noise_std_nd_hu`` (the normal dose's own high-pass nois
 (``ldct.metrics.task``): ``nps_mean_f`` (cycles/mm, NPS of the row's image in the normal dose's flat soft
 tissue; ``nps_mean_f_nd`` the normal dose's own: a plastic look shows as a much lower value) and
 ``structure_score`` (the residual input - output against the normal dose's edges: ~0 when only noise was
-removed, positive when anatomy was; NaN for the input itself).
+removed, positive when anatomy was; NaN for the input itself). HU accuracy: ``hu_shift_fat``,
+``hu_shift_soft``, ``hu_shift_enhanced`` (mean of image - normal dose in flat ROIs of each tissue, HU).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def evaluate(
     """
     from ldct.metrics import compute_metrics
     from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
-    from ldct.metrics.task import flat_region
+    from ldct.metrics.task import flat_region, hu_accuracy, hu_rois
 
     wins = list(windows or METRIC_WINDOWS)
     chosen = set(BASELINES if baselines is True else () if baselines is False else baselines)
@@ -159,6 +160,7 @@ def evaluate(
         roi = soft_tissue_roi(nd_c)
         nd_noise = noise_std_hu(nd_c, roi=roi) if roi.any() else math.nan
         region = flat_region(nd_c)
+        tissue = hu_rois(nd_c)
         spacing = meta.get("pixel_spacing_mm")
         nd_tex = _texture(nd_c, nd_c, nd_c, region, spacing, True, curves.setdefault((dose, "normal dose"), []))[
             "nps_mean_f"]
@@ -180,7 +182,7 @@ def evaluate(
                    "noise_std_nd_hu": nd_noise,
                    **_texture(img, ld_up, nd_c, region, spacing, method.startswith("low-dose"),
                               curves.setdefault((dose, method), [])),
-                   "nps_mean_f_nd": nd_tex}
+                   "nps_mean_f_nd": nd_tex, **hu_accuracy(img, nd_c, tissue)}
             rows.append(row)
         if progress is not None:
             progress(n_done + 1, len(items))

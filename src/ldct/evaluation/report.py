@@ -34,6 +34,7 @@ TABLE_COLUMNS = (
     ("noise_std_hu", "noise HU", "{:.1f}"),
     ("nps_mean_f", "NPS f c/mm", "{:.3f}"),
     ("structure_score", "structure", "{:+.2f}"),
+    ("hu_shift_soft", "HU shift soft", "{:+.1f}"),
 )
 
 

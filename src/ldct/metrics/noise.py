@@ -149,8 +149,8 @@ def noise_correlation(img: np.ndarray, roi: np.ndarray | None = None, *, lag: in
     The noise is the high-pass of ``img`` (minus a Gaussian of ``highpass_sigma`` pixels, which removes the
     smooth anatomy; flat tissue only: ``roi``, default :func:`soft_tissue_roi` of the smoothed image).
     About 0 for white noise; CT noise is correlated over the reconstruction kernel's width (on the AAPM-Mayo
-    quarter dose: 0.1-0.25 with the sharp D45f kernel, 0.5 with the smooth B30f; the same figures as from
-    the true noise, quarter minus full dose). NaN when the ROI is too small."""
+    quarter dose: -0.03 to 0.10 with the sharp D45f kernel, 0.43 with the smooth B30f; from the true noise,
+    quarter minus full dose: -0.04 to 0.06 and 0.39). NaN when the ROI is too small."""
     x = _per_slice(img).astype(np.float64)
     if roi is None:
         roi = soft_tissue_roi(np.stack([ndi.gaussian_filter(sl, 2) for sl in x]))

@@ -3,6 +3,8 @@ low-contrast detectability method).
 
 - :func:`noise_texture`: noise std and NPS peak / mean frequency of an image in flat soft tissue, without
   a reference (a texture indicator: a denoiser that smooths too much shows its NPS at low frequencies).
+- :func:`hu_accuracy`: mean CT-number shift against the reference in flat ROIs of fat, soft tissue and
+  contrast-enhanced vessels (:data:`HU_CLASSES`).
 - :func:`insert_disk`, :func:`ttf_disk`: the task transfer function (TTF, MTF50/MTF10) of a circular edge
   of known contrast (the circular-edge method of TG-233: radial edge spread function oversampled in 0.1 px
   bins, differentiated, Hann-windowed, Fourier transformed).
@@ -67,6 +69,31 @@ def noise_texture(img: np.ndarray, spacing_mm: float, guide: np.ndarray | None =
         return NoiseTexture(std, math.nan, math.nan)
     k = int(np.argmax(nps.radial[1:])) + 1  # skip the zero frequency
     return NoiseTexture(std, float(nps.radial_freq[k]), nps.mean_frequency, nps.radial_freq, nps.radial)
+
+
+# --- HU accuracy ------------------------------------------------------------------------------------------
+#: tissue classes of :func:`hu_accuracy`: HU range of the (smoothed) reference
+HU_CLASSES: dict[str, tuple[float, float]] = {
+    "fat": (-150.0, -60.0),
+    "soft": (0.0, 100.0),          # organs, muscle
+    "enhanced": (150.0, 400.0),    # contrast-filled vessels (and trabecular bone)
+}
+
+
+def hu_rois(ref: np.ndarray, classes: dict[str, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
+    """Flat ROIs per tissue class, chosen on the Gaussian-smoothed (2 px) reference: inside the body, 4 px from
+    its edge, the pixel and its 9x9 mean in the class's HU range, the flatter half (``soft_tissue_roi``)."""
+    g = ndi.gaussian_filter(np.asarray(ref, np.float32), (0, 2, 2) if np.ndim(ref) == 3 else 2)
+    return {k: soft_tissue_roi(g, hu_range=r, erode_px=4) for k, r in (classes or HU_CLASSES).items()}
+
+
+def hu_accuracy(img: np.ndarray, ref: np.ndarray, rois: dict[str, np.ndarray] | None = None,
+                min_pixels: int = 50) -> dict[str, float]:
+    """Mean HU shift of ``img`` against ``ref`` per tissue class (``hu_shift_<class>``, HU; NaN when the
+    class has fewer than ``min_pixels`` ROI pixels): a denoiser must not move CT numbers."""
+    rois = hu_rois(ref) if rois is None else rois
+    d = np.asarray(img, np.float64) - np.asarray(ref, np.float64)
+    return {f"hu_shift_{k}": float(d[m].mean()) if m.sum() >= min_pixels else math.nan for k, m in rois.items()}
 
 
 # --- resolution: task transfer function ---------------------------------------------------------------

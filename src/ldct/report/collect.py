@@ -40,6 +40,9 @@ MAIN_COLUMNS = (
     ("residual_std_hu", "residual std HU", -1),
     ("nps_mean_f", "NPS mean f (c/mm)", 0),
     ("structure_score", "structure removed", 0),
+    ("hu_shift_fat", "HU shift fat", 0),
+    ("hu_shift_soft", "HU shift soft tissue", 0),
+    ("hu_shift_enhanced", "HU shift enhanced", 0),
 )
 PLOT_METRICS = (("psnr_soft_tissue", "PSNR soft tissue (dB)"), ("ssim_soft_tissue", "SSIM soft tissue"),
                 ("noise_std_hu", "noise std (HU)"), ("nps_mean_f", "NPS mean frequency (cycles/mm)"),
