@@ -99,7 +99,20 @@ def register(app: typer.Typer) -> None:
             raise LdctError("--adapt trains the network on PyTorch: use --backend torch or auto")
         if grain is not None and not 0.0 <= grain < 1.0:
             raise LdctError(f"--grain {grain:g}: must be in [0, 1) (0 = the model's output)")
-        check_paths(inp, out, overwrite=overwrite, preview=preview, qa=qa)
+        study = None
+        if series is None and inp.is_dir() and not is_photo_input(inp):
+            from ldct.infer.study import is_study
+
+            study = is_study(inp)
+        if study is not None:  # a study or a tree of studies: every eligible series, resumable
+            if out.suffix:
+                raise LdctError("this folder holds several DICOM series (a study): write them to an output "
+                                "folder (-o OUT_DIR), or pick one with --series", out)
+            if preview is not None or qa is not None:
+                raise LdctError("--preview and --qa take one series: add --series INDEX (see ldct info)", inp)
+            check_paths(inp, out, overwrite=True)  # an existing OUT is resumed: complete series are skipped
+        else:
+            check_paths(inp, out, overwrite=overwrite, preview=preview, qa=qa)
         if not is_photo_input(inp):
             output_kind(out)
         loaded = Denoiser.load(model)
@@ -128,6 +141,12 @@ def register(app: typer.Typer) -> None:
         if loaded.data_kind == "photos":
             _denoise_photos(inp, out, loaded, dose=dose, device=device, tile=tile, overlap=overlap,
                             precision=precision, overwrite=overwrite, preview=preview)
+            return
+        if study is not None:
+            _denoise_study(inp, out, study, loaded, overwrite=overwrite, dose=dose, device=device,
+                           batch_size=batch_size, tile=tile, overlap=overlap, precision=precision,
+                           reference_ctdivol=ref_ctdivol, reference_mas=ref_mas, reference_noise_hu=ref_noise,
+                           compress=compress, adapt_steps=adapt_steps, adapt_seconds=adapt_time, adapt_seed=seed)
             return
         bar = _progress_bar()
         task = None
@@ -202,6 +221,33 @@ def register(app: typer.Typer) -> None:
 
             typer.echo(f"qa: NPS mean frequency {f(nb['nps_mean_f'], '.3f')} -> {f(na['nps_mean_f'], '.3f')} cycles/mm, "
                        f"structure score {f(q['structure_score'], '.3f')}; {res.qa} (+ .png)")
+
+    def _denoise_study(inp: Path, out: Path, study: list, loaded, *, overwrite: bool, **kw) -> None:
+        from ldct.infer.pipeline import denoise_path
+        from ldct.infer.study import denoise_study
+
+        typer.echo(f"model: {loaded.describe()} from {loaded.source} ({loaded.backend})", err=True)
+        typer.echo(f"input: {inp} ({len(study)} series)", err=True)
+
+        def one(uid: str, target: Path):
+            return denoise_path(inp, target, model=loaded, series=uid, overwrite=overwrite, **kw)
+
+        def report(o) -> None:
+            if o.status == "denoised":
+                typer.echo(f"{o.label}: denoised {o.slices} slices in {o.seconds:.1f} s -> {o.output}")
+            elif o.status == "done":
+                typer.echo(f"{o.label}: {o.reason} ({o.output})")
+            elif o.status == "skipped":
+                typer.echo(f"{o.label}: skipped, {o.reason}")
+            else:
+                typer.echo(f"{o.label}: FAILED, {o.reason}", err=True)
+
+        res = denoise_study(inp, out, series=study, denoise_one=one, overwrite=overwrite, on_series=report)
+        typer.echo(f"study: {res.count('denoised')} series denoised, {res.count('done')} already done, "
+                   f"{res.count('skipped')} skipped, {res.count('failed')} failed -> {out}")
+        if res.failed:
+            raise LdctError(f"{len(res.failed)} series failed ({'; '.join(o.label for o in res.failed)}); "
+                            "the others were written; run again to retry them", inp)
 
     def _denoise_photos(inp: Path, out: Path, loaded, *, dose: float | None, **kw) -> None:
         from ldct.infer.photos import denoise_photos
