@@ -93,31 +93,43 @@ def test_internal_error_is_one_line_exit_1_and_traceback_only_with_debug(tmp_pat
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("ldct: error: internal error")
 
 
-def _third_party_imports() -> set[str]:
-    names: set[str] = set()
+def _third_party_imports() -> tuple[set[str], set[str]]:
+    """(modules imported at module level, modules imported only inside functions) by ldct's source."""
+    top: set[str] = set()
+    lazy: set[str] = set()
     for p in (ROOT / "src" / "ldct").rglob("*.py"):
-        for node in ast.walk(ast.parse(p.read_text())):
+        tree = ast.parse(p.read_text())
+        module_level = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
+                names = {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != "ldct"}
+                names = {node.module.split(".")[0]}
+            else:
+                continue
+            (top if id(node) in module_level else lazy).update(names)
+    keep = {n for n in top | lazy if n not in sys.stdlib_module_names and n != "ldct"}
+    return top & keep, (lazy - top) & keep
 
 
 def test_every_imported_module_is_a_declared_dependency():
-    """What ldct imports must come from a distribution ldct declares (click once did not)."""
-    declared = {
-        re.split(r"[<>=!~\[; ]", r)[0].lower().replace("_", "-")
-        for r in importlib.metadata.requires("ldct") or []
-        if "extra ==" not in r
-    }
+    """What ldct imports must come from a distribution ldct declares (click once did not); a module of an
+    optional extra (e.g. ``monai``) may only be imported lazily, inside the function that needs it."""
+    def names(reqs):
+        return {re.split(r"[<>=!~\[; ]", r)[0].lower().replace("_", "-") for r in reqs}
+
+    reqs = importlib.metadata.requires("ldct") or []
+    core = names(r for r in reqs if "extra ==" not in r)
+    extras = names(r for r in reqs if "extra ==" in r and "extra == \"dev\"" not in r)
     providers = importlib.metadata.packages_distributions()
+    top, lazy = _third_party_imports()
     missing = {}
-    for mod in _third_party_imports():
+    for mod in sorted(top | lazy):
         dists = {d.lower().replace("_", "-") for d in providers.get(mod, [])}
-        if not dists & declared:
+        if not dists & (core if mod in top else core | extras):
             missing[mod] = sorted(dists)
     assert not missing, f"imported but not declared in pyproject dependencies: {missing}"
+    assert "monai" in lazy and "monai" not in top  # ldct.transforms works without MONAI
 
 
 def test_torch_requirement_is_a_range():
