@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 # Independent readers/viewers the tests check our output against (dcmtk, dcm2niix) and a real browser for the report.
-if ! command -v dcmdump >/dev/null || ! command -v dcm2niix >/dev/null || ! command -v chromium >/dev/null; then
+if ! command -v dcmdump >/dev/null || ! command -v dcm2niix >/dev/null || ! command -v chromium >/dev/null \
+        || ! command -v Orthanc >/dev/null; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dcm2niix chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dcm2niix chromium orthanc >/dev/null
 fi
 
 VENV="${LDCT_TEST_VENV:-.venv-test}"

@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "ldct.commands.train",  # train
     "ldct.commands.evaluate",  # evaluate
     "ldct.commands.simulate",  # simulate
+    "ldct.commands.serve",  # serve
 ]
 
 # Command-line exceptions of the click that typer uses (its bundled copy, or click itself in older typer):
