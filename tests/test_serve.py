@@ -55,6 +55,17 @@ def test_serve_receives_denoises_and_survives_a_kill(sample_dicom, tmp_path):
         stop(proc)
         proc = start_serve(args, log, port)
         assert len(_derived(out)) == 1 and not any((spool / "work").iterdir())
+        # killed mid-processing: the whole 20-slice sample, kill -9 once the worker has taken it
+        whole = tmp_path / "whole"
+        ct_series(sample_dicom, whole, first=0, n=20, number=4)
+        assert storescu(whole, port).returncode == 0
+        assert wait_for(lambda: any((spool / "work").glob("*/input")), 60, 0.05)
+        stop(proc, hard=True)
+        assert len(_derived(out)) == 1  # not finished before the kill
+        proc = start_serve(args, log, port)
+        assert wait_for(lambda: len(_derived(out)) == 2, 240), log.read_text()
+        big = [d for d in _derived(out) if read_volume(d).shape[0] == 20]
+        assert len(big) == 1 and len(list(big[0].glob("*.dcm"))) == 20
     finally:
         stop(proc)
 
@@ -71,10 +82,13 @@ def test_serve_forwards_to_orthanc_from_three_senders(sample_dicom, tmp_path):
                               f"NOBODY@127.0.0.1:{free_port()}", "--spool", str(tmp_path / "spool")],
                              capture_output=True, text=True, timeout=300)
     assert nowhere.returncode == 2 and len(nowhere.stderr.strip().splitlines()) == 1
-    proc = start_serve(["--forward", dest, "--spool", str(tmp_path / "spool"), "--idle", "2"], log, port)
+    proc = start_serve(["--forward", dest, "--spool", str(tmp_path / "spool"), "--idle", "2", "--forward-other"],
+                       log, port)
     try:
         dirs = [tmp_path / f"scan{k}" for k in range(3)]
         uids = [ct_series(sample_dicom, d, first=5 + 3 * k, n=3, number=10 + k) for k, d in enumerate(dirs)]
+        mr_uid = ct_series(sample_dicom, tmp_path / "mr", n=1, number=30, modality="MR")
+        assert storescu(tmp_path / "mr", port).returncode == 0  # not CT: forwarded untouched
         results = [None] * 3
 
         def send(k: int) -> None:
@@ -99,6 +113,8 @@ def test_serve_forwards_to_orthanc_from_three_senders(sample_dicom, tmp_path):
         inst = pacs.get(f"/instances/{found[0]['Instances'][0]}/simplified-tags")
         assert inst["Modality"] == "CT" and "DERIVED" in inst["ImageType"] and inst["Rows"] == "512"
         assert log.read_text().count("sent)") == 3
+        mr = wait_for(lambda: [x for x in pacs.series() if x["MainDicomTags"]["SeriesInstanceUID"] == mr_uid], 60)
+        assert mr and len(mr[0]["Instances"]) == 1  # the original object, same UIDs
     finally:
         stop(proc)
         pacs.close()

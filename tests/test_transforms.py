@@ -72,3 +72,29 @@ def _sub(vol):
     import dataclasses
 
     return dataclasses.replace(vol, data=vol.data[9:12], positions=vol.positions[9:12])
+
+
+def test_ldct_datasets_feed_a_monai_dataloader(shared_data, tmp_path):
+    """The patch datasets of ``ldct.data.build_datasets`` (split by patient) work in MONAI's DataLoader with
+    a MONAI transform, no ldct engine involved."""
+    from monai.data import DataLoader
+    from monai.transforms import RandGaussianNoised
+
+    from helpers_pairs import copy_real_pairs
+    from ldct.data.build import build_datasets
+
+    root = copy_real_pairs(shared_data, tmp_path / "pairs")
+    b = build_datasets({"root": str(root), "kind": "paired_dirs", "patch_size": 64, "samples_per_epoch": 8,
+                        "split": {"val": 0, "test": ["L286"], "seed": 0}}, run_dir=None)
+    assert {r.patient_id for r in b.train.records}.isdisjoint({r.patient_id for r in b.test.records})
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(b.train)
+
+        def __getitem__(self, i):
+            return RandGaussianNoised(keys="ld", prob=1.0, std=0.01)(b.train[i])
+
+    batch = next(iter(DataLoader(Noisy(), batch_size=4)))
+    assert batch["ld"].shape == batch["nd"].shape == (4, 1, 64, 64)
+    assert set(batch["patient_id"]) <= {"L096", "L143"}
