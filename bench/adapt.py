@@ -37,9 +37,6 @@ def main() -> None:
     from ldct import Denoiser
     from ldct.metrics import compute_metrics
 
-    if args.force:
-        ad.MAX_NOISE_CORRELATION = 1.0
-
     def psnr(img: np.ndarray, fd: np.ndarray) -> float:
         return float(np.mean([compute_metrics(i, f, ["soft_tissue"])["psnr_soft_tissue"] for i, f in zip(img, fd)]))
 
@@ -51,14 +48,15 @@ def main() -> None:
         den = Denoiser.load(args.model)
         base = psnr(qd, fd)
         out0 = den.denoise_array(qd)
-        corr = ad._scan_noise_correlation(qd)
+        corr = ad.scan_noise_correlation(qd)
         tex = np.nanmean([texture(o, f, sp) for o, f in zip(out0, fd)], axis=0)
         name = f"{g['patient']} {g['kernel']}"
         print(f"| {name} | {len(qd)} | {corr:.2f} | {args.model} | - | {psnr(out0, fd) - base:+.2f} | - | - | "
               f"{tex[0]:.1f} | {tex[2]:.3f} |", flush=True)
         for lr in args.lr:
             t0 = time.perf_counter()
-            a, rep = ad.adapt(den, qd, steps=args.steps, seed=0, lr=lr)
+            a, rep = ad.adapt(den, qd, steps=args.steps, seed=0, lr=lr,
+                              max_correlation=1.0 if args.force else ad.MAX_NOISE_CORRELATION)
             sec = time.perf_counter() - t0
             out = a.denoise_array(qd)
             tex = np.nanmean([texture(o, f, sp) for o, f in zip(out, fd)], axis=0)

@@ -5,7 +5,7 @@
 
 1. Backgrounds: the normal-dose slices of a scan no model here trained on (default: the bundled sample,
    the held-out patient of the default model). In each slice up to 8 disk centres in flat soft tissue
-   (``ldct.metrics.task.flat_region``), 40 px apart.
+   (``ldct.metrics.noise.flat_region``), 40 px apart.
 2. For each condition (diameter x contrast) the disks are inserted at every centre of a slice *before*
    the dose is simulated (``ldct.metrics.task.insert_disk``, partial-volume edges); a signal-absent copy
    gets its own noise. The projection-domain simulator (calibrated to the scan, as for training) makes
@@ -36,7 +36,7 @@ ROI = 33
 
 
 def centres(nd: np.ndarray, n: int = 8, gap: int = 40, margin: int = 20) -> list[tuple[int, int]]:
-    from ldct.metrics.task import flat_region
+    from ldct.metrics.noise import flat_region
 
     region = flat_region(nd, erode_px=10)
     region[:margin], region[-margin:], region[:, :margin], region[:, -margin:] = False, False, False, False

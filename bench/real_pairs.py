@@ -78,7 +78,7 @@ def soft_roi(fd: np.ndarray) -> np.ndarray:
 
 def _region(fd: np.ndarray) -> np.ndarray:
     """Flat body soft tissue of the full dose, 8 px inside the body (where NPS ROIs may lie)."""
-    from ldct.metrics.task import flat_region
+    from ldct.metrics.noise import flat_region
 
     return flat_region(fd)
 

@@ -229,8 +229,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"model: {loaded.describe()} from {loaded.source} ({loaded.backend})", err=True)
         typer.echo(f"input: {inp} ({len(study)} series)", err=True)
 
-        def one(uid: str, target: Path):
-            return denoise_path(inp, target, model=loaded, series=uid, overwrite=overwrite, **kw)
+        def one(info, target: Path):  # the files found when the study was listed: no second search
+            return denoise_path(inp, target, model=loaded, files=list(info.files), overwrite=overwrite, **kw)
 
         def report(o) -> None:
             if o.status == "denoised":

@@ -136,8 +136,8 @@ def evaluate(
         :class:`EvalResults` with per-slice ``rows`` and per-(dose, method) ``summary``.
     """
     from ldct.metrics import compute_metrics
-    from ldct.metrics.noise import noise_std_hu, soft_tissue_roi
-    from ldct.metrics.task import flat_region, hu_accuracy, hu_rois
+    from ldct.metrics.noise import flat_region, noise_std_hu, soft_tissue_roi
+    from ldct.metrics.task import hu_accuracy, hu_rois
 
     wins = list(windows or METRIC_WINDOWS)
     chosen = set(BASELINES if baselines is True else () if baselines is False else baselines)

@@ -71,7 +71,7 @@ def _patches(hu: np.ndarray, n: int, size: int, channels: int, rng: np.random.Ge
     return out
 
 
-def _scan_noise_correlation(arr: np.ndarray, max_slices: int = 8) -> float:
+def scan_noise_correlation(arr: np.ndarray, max_slices: int = 8) -> float:
     """Lag-1 noise correlation of up to ``max_slices`` evenly spread slices (NaN: no flat tissue, -> adapt)."""
     from ldct.metrics.noise import noise_correlation
 
@@ -82,13 +82,13 @@ def _scan_noise_correlation(arr: np.ndarray, max_slices: int = 8) -> float:
 
 def adapt(den: Denoiser, hu: np.ndarray, *, steps: int = 200, seconds: float | None = None, seed: int = 0,
           dose: float | None = None, patch_size: int = 96, batch_size: int = 8, lr: float = 2e-4, gamma: float = 2.0,
-          device: str | torch.device = "cpu",
+          device: str | torch.device = "cpu", max_correlation: float = MAX_NOISE_CORRELATION,
           progress: Callable[[int, int], None] | None = None) -> tuple[Denoiser, AdaptReport]:
     """A copy of ``den`` fine-tuned on ``hu`` ((z, y, x) HU: the scan to denoise) with the Neighbor2Neighbor
     objective for ``steps`` steps or ``seconds`` seconds, whichever comes first. ``progress(done, steps)``
-    after each step. Returns (adapted denoiser on PyTorch, report). A scan whose noise is correlated between
-    neighbouring pixels (:data:`MAX_NOISE_CORRELATION`) is not adapted: ``den`` itself comes back, and the
-    report says why (``skipped``)."""
+    after each step. Returns (adapted denoiser on PyTorch, report). A scan whose noise correlation between
+    neighbouring pixels is above ``max_correlation`` (default :data:`MAX_NOISE_CORRELATION`) is not adapted:
+    ``den`` itself comes back, and the report says why (``skipped``)."""
     if den.backend != "torch":
         raise LdctError("--adapt trains the network: it runs on PyTorch (use --backend torch or auto)")
     if den.data_kind != "ct" or den.scale != 1:
@@ -103,9 +103,9 @@ def adapt(den: Denoiser, hu: np.ndarray, *, steps: int = 200, seconds: float | N
     size = min(patch_size, arr.shape[-1], arr.shape[-2]) // 32 * 32
     if size < 32:
         raise LdctError(f"the scan ({arr.shape[-2]}x{arr.shape[-1]}) is too small to adapt on (needs 32x32)")
-    corr = _scan_noise_correlation(arr)
-    if corr > MAX_NOISE_CORRELATION:
-        why = (f"the scan's noise is correlated between neighbouring pixels ({corr:.2f} > {MAX_NOISE_CORRELATION}, "
+    corr = scan_noise_correlation(arr)
+    if corr > max_correlation:
+        why = (f"the scan's noise is correlated between neighbouring pixels ({corr:.2f} > {max_correlation:g}, "
                "a smooth reconstruction kernel): Neighbor2Neighbor would learn to keep it")
         return den, AdaptReport(0, 0.0, float("nan"), float("nan"), "skipped", corr, why)
     dev = torch.device(device)

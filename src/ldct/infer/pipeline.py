@@ -174,6 +174,7 @@ def denoise_path(
     adapt_seed: int = 0,
     adapt_progress: Progress | None = None,
     qa: Path | None = None,
+    files: list[Path] | None = None,
 ) -> DenoiseResult:
     """Denoise the scan at ``inp`` with ``model`` and write it to ``out`` (same kind: DICOM/NIfTI/npy).
 
@@ -183,6 +184,8 @@ def denoise_path(
     model on this scan, self-supervised (:func:`ldct.infer.adapt.adapt`; at most ``adapt_seconds``, seeded
     by ``adapt_seed``); the model given is not changed. ``qa`` writes reference-free quality figures
     (:mod:`ldct.infer.qa`: noise and NPS before/after, structure score) as JSON, and a PNG beside it.
+    ``files`` (the DICOM files of one series of ``inp``, as :func:`ldct.io.list_series` found them) are
+    read instead of searching ``inp`` again.
     Raises :class:`LdctError` for every user mistake, before any output is written.
     """
     from ldct.io import read_volume, write_volume
@@ -197,7 +200,7 @@ def denoise_path(
     dev = resolve_device(device)
     if precision == "auto":
         precision = auto_precision(dev)
-    vol = read_volume(inp, series=series)
+    vol = read_volume(files if files is not None else inp, series=None if files is not None else series)
     check_ct(vol, inp)
     used_dose, how = model.dose_for(vol, dose, reference_ctdivol=reference_ctdivol, reference_mas=reference_mas,
                                     reference_noise_hu=reference_noise_hu)

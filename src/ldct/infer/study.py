@@ -105,12 +105,13 @@ def is_study(inp: Path) -> list[Any] | None:
     return found if len(found) > 1 else None
 
 
-def denoise_study(inp: Path, out: Path, *, series: list[Any], denoise_one: Callable[[str, Path], Any],
+def denoise_study(inp: Path, out: Path, *, series: list[Any], denoise_one: Callable[[Any, Path], Any],
                   overwrite: bool = False, on_series: Callable[[SeriesOutcome], None] | None = None) -> StudyResult:
     """Denoise every eligible series of ``series`` (from :func:`is_study`) found under ``inp`` into ``out``.
 
-    ``denoise_one(series_uid, output_folder)`` denoises one series (``ldct denoise`` passes
-    :func:`ldct.infer.pipeline.denoise_path` with its options) and returns its result (``slices``).
+    ``denoise_one(series_info, output_folder)`` denoises one series (``ldct denoise`` passes
+    :func:`ldct.infer.pipeline.denoise_path` with its options and the series' files) and returns its result
+    (``slices``).
     ``on_series(outcome)`` is called after each series (to print one line)."""
     studies = {str(s.datasets[0].get("StudyInstanceUID", "") or "") for s in series}
     result = StudyResult()
@@ -135,7 +136,7 @@ def denoise_study(inp: Path, out: Path, *, series: list[Any], denoise_one: Calla
             t0 = time.perf_counter()
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                res = denoise_one(info.uid, target)
+                res = denoise_one(info, target)
             except LdctError as exc:
                 outcome.status, outcome.reason = "failed", exc.message
             except (OSError, ValueError, RuntimeError, MemoryError) as exc:

@@ -142,6 +142,16 @@ def noise_std_hu(
     return _std(diff[roi], robust)
 
 
+def flat_region(guide: np.ndarray, erode_px: int = 8) -> np.ndarray:
+    """Where NPS ROIs may lie: body soft tissue of ``guide`` ((y, x) or (z, y, x) HU; the reference when there
+    is one, else the image itself), ``erode_px`` inside the body, with the Gaussian-smoothed (2 px) image in
+    :data:`SOFT_TISSUE_HU`. The default region of :func:`noise_power_spectrum`."""
+    src = np.stack([ndi.gaussian_filter(sl, 2) for sl in _per_slice(np.asarray(guide, dtype=np.float64))])
+    lo, hi = SOFT_TISSUE_HU
+    body = np.stack([ndi.binary_erosion(b, iterations=erode_px) for b in body_mask(src)])
+    return (body & (src >= lo) & (src <= hi)).reshape(np.shape(guide))
+
+
 def noise_correlation(img: np.ndarray, roi: np.ndarray | None = None, *, lag: int = 1,
                       highpass_sigma: float = 3.0) -> float:
     """Correlation of the noise of pixels ``lag`` apart (mean of the x and y directions), without a reference.
@@ -257,12 +267,7 @@ def noise_power_spectrum(
     r = None if ref is None else _per_slice(np.asarray(ref, dtype=np.float64))
     if r is not None and r.shape != x.shape:
         raise ValueError(f"img {x.shape} and ref {r.shape} differ in shape")
-    if region is None:
-        src = np.stack([ndi.gaussian_filter(s, 2) for s in (r if r is not None else x)])
-        lo, hi = SOFT_TISSUE_HU
-        body = body_mask(src)
-        region = np.stack([ndi.binary_erosion(b, iterations=8) for b in body]) & (src >= lo) & (src <= hi)
-    region = _per_slice(np.asarray(region, dtype=bool))
+    region = _per_slice(np.asarray(flat_region(r if r is not None else x) if region is None else region, dtype=bool))
     noise = x - r if r is not None else x
     rois = []
     step = max(roi_size // 2, 1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ldct.metrics.noise import SOFT_TISSUE_HU, body_mask, noise_power_spectrum, noise_std_hu, soft_tissue_roi
+from ldct.metrics.noise import body_mask, flat_region, noise_power_spectrum, noise_std_hu, soft_tissue_roi
 
 
 # --- noise texture ----------------------------------------------------------------------------------------
@@ -42,18 +42,6 @@ class NoiseTexture:
 
     def to_dict(self) -> dict[str, float]:
         return {"noise_hu": self.std_hu, "nps_peak": self.nps_peak, "nps_mean_f": self.nps_mean_f}
-
-
-def flat_region(guide: np.ndarray, erode_px: int = 8) -> np.ndarray:
-    """Flat body soft tissue of ``guide`` ((y, x) or (z, y, x) HU), ``erode_px`` inside the body: where NPS ROIs
-    may lie. The guide is the normal dose when there is one, else the image itself."""
-    src = ndi.gaussian_filter(np.asarray(guide, np.float32), (0, 2, 2) if np.ndim(guide) == 3 else 2)
-    body = np.asarray(body_mask(src)).reshape(src.shape)
-    it = (np.zeros((3, 3, 3), bool) if src.ndim == 3 else None)
-    if it is not None:
-        it[1] = ndi.generate_binary_structure(2, 1)
-    body = ndi.binary_erosion(body, structure=it, iterations=erode_px)
-    return body & (src >= SOFT_TISSUE_HU[0]) & (src <= SOFT_TISSUE_HU[1])
 
 
 def noise_texture(img: np.ndarray, spacing_mm: float, guide: np.ndarray | None = None) -> NoiseTexture:
