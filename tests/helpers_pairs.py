@@ -1,8 +1,17 @@
-"""Small copies of the real AAPM-Mayo quarter/full-dose pairs (../shared/real_pairs/mayo, read-only)."""
+"""Small copies of real CT for tests: slices of a DICOM series, and the real AAPM-Mayo quarter/full-dose pairs
+(../shared/real_pairs/mayo, read-only)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def copy_slices(series: Path, dst: Path, start: int, stop: int) -> Path:
+    """``dst`` (created) holding copies of the files ``start:stop`` (sorted by name) of the series folder."""
+    dst.mkdir(parents=True)
+    for f in sorted(series.iterdir())[start:stop]:
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
 
 
 def copy_real_pairs(shared_data: Path, root: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_pairs import copy_slices
 
 from ldct.cli import main
 from ldct.denoiser import Denoiser
@@ -27,10 +28,7 @@ def test_strength_keeps_a_share_of_the_input(sample_dicom):
 
 
 def test_strength_on_the_command_line(sample_dicom, tmp_path, capsys):
-    scan = tmp_path / "scan"
-    scan.mkdir()
-    for f in sorted(sample_dicom.iterdir())[9:11]:
-        (scan / f.name).write_bytes(f.read_bytes())
+    scan = copy_slices(sample_dicom, tmp_path / "scan", 9, 11)
     assert main(["denoise", str(scan), "-o", str(tmp_path / "a.npy"), "--strength", "0"]) == 2
     assert "--strength" in capsys.readouterr().err and not (tmp_path / "a.npy").exists()
     assert main(["denoise", str(scan), "-o", str(tmp_path / "full"), "--backend", "torch"]) == 0
@@ -102,10 +100,7 @@ def test_grain_is_saved_with_the_model_and_checked(tmp_path, sample_dicom):
 def test_grain_on_the_command_line(sample_dicom, tmp_path, capsys):
     import pydicom
 
-    scan = tmp_path / "scan"
-    scan.mkdir()
-    for f in sorted(sample_dicom.iterdir())[9:10]:
-        (scan / f.name).write_bytes(f.read_bytes())
+    scan = copy_slices(sample_dicom, tmp_path / "scan", 9, 10)
     assert main(["denoise", str(scan), "-o", str(tmp_path / "a.npy"), "--grain", "1"]) == 2
     assert "--grain" in capsys.readouterr().err and not (tmp_path / "a.npy").exists()
     assert main(["denoise", str(scan), "-o", str(tmp_path / "g"), "--grain", "0.25", "--backend", "torch"]) == 0

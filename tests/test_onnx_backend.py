@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers_pairs import copy_slices
 
 from ldct.cli import main
 from ldct.denoiser import Denoiser
 
 
 def _two_slices(sample_dicom, root):
-    root.mkdir()
-    for f in sorted(sample_dicom.iterdir())[8:10]:
-        (root / f.name).write_bytes(f.read_bytes())
-    return root
+    return copy_slices(sample_dicom, root, 8, 10)
 
 
 def test_export_onnx_matches_pytorch_at_any_size(tmp_path, capsys):

@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from helpers_pairs import copy_real_pairs
+from helpers_pairs import copy_real_pairs, copy_slices
 
 from ldct.cli import main
 from ldct.errors import LdctError
@@ -96,11 +96,7 @@ def test_lowdose_data_trains_on_low_dose_only_and_scores_on_pairs(shared_data, t
 def test_adjacent_slices_are_the_same_crop_of_the_neighbour(shared_data, tmp_path):
     from ldct.data.build import build_datasets
 
-    vol_dir = tmp_path / "scan"
-    vol_dir.mkdir()
-    src = sorted((shared_data / "abdomen_dicom").iterdir())[:6]
-    for f in src:
-        (vol_dir / f.name).write_bytes(f.read_bytes())
+    vol_dir = copy_slices(shared_data / "abdomen_dicom", tmp_path / "scan", 0, 6)
     vol = read_volume(vol_dir).data
     b = build_datasets({"root": str(vol_dir), "kind": "lowdose", "adjacent": True, "patch_size": 64,
                         "augment": False, "split": {"val": 0, "test": 0}}, run_dir=tmp_path / "run")
@@ -124,10 +120,7 @@ def test_adjacent_slices_are_the_same_crop_of_the_neighbour(shared_data, tmp_pat
 
 
 def test_noise2noise_recipe_trains_a_few_steps(shared_data, tmp_path):
-    vol_dir = tmp_path / "scan"
-    vol_dir.mkdir()
-    for f in sorted((shared_data / "abdomen_dicom").iterdir())[:4]:
-        (vol_dir / f.name).write_bytes(f.read_bytes())
+    vol_dir = copy_slices(shared_data / "abdomen_dicom", tmp_path / "scan", 0, 4)
     run = tmp_path / "run"
     assert main(["train", "noise2noise", "--data", str(vol_dir), "-o", str(run), "--max-steps", "3",
                  "--set", "args.net={name: nafnet, width: 8, enc_blk_nums: [1], middle_blk_num: 1, "
@@ -137,13 +130,6 @@ def test_noise2noise_recipe_trains_a_few_steps(shared_data, tmp_path):
     assert main(["train", "noise2noise", "--data", str(vol_dir), "-o", str(tmp_path / "bad"), "--max-steps", "1",
                  "--set", "data.adjacent=false"]) == 2
 
-
-def _adapt_input(sample_dicom, tmp_path):
-    scan = tmp_path / "scan"
-    scan.mkdir()
-    for f in sorted(sample_dicom.iterdir())[9:11]:
-        (scan / f.name).write_bytes(f.read_bytes())
-    return scan
 
 
 def test_adapt_lowers_the_self_supervised_loss_and_is_reproducible(sample_dicom, tmp_path):
@@ -184,7 +170,7 @@ def test_denoise_adapt_leaves_the_installed_model_untouched(sample_dicom, tmp_pa
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest  # the installed model: byte-identical
     assert not np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "adapted.npy"))
     # the sample itself (smooth kernel, correlated noise): denoised by the model as it is, with a warning
-    dicom_in = _adapt_input(sample_dicom, tmp_path)
+    dicom_in = copy_slices(sample_dicom, tmp_path / "scan", 9, 11)
     assert main(["denoise", str(dicom_in), "-o", str(tmp_path / "out"), "--adapt", "4"]) == 0
     assert "not adapted" in capsys.readouterr().err
     import pydicom

@@ -115,12 +115,11 @@ def test_denoise_qa_writes_reference_free_figures(sample_dicom, tmp_path, capsys
     denoised noise is lower and its NPS sits below the input's at high frequencies."""
     import json
 
+    from helpers_pairs import copy_slices
+
     from ldct.cli import main
 
-    scan = tmp_path / "scan"
-    scan.mkdir()
-    for f in sorted(sample_dicom.iterdir())[8:12]:
-        (scan / f.name).write_bytes(f.read_bytes())
+    scan = copy_slices(sample_dicom, tmp_path / "scan", 8, 12)
     qa = tmp_path / "qa.json"
     assert main(["denoise", str(scan), "-o", str(tmp_path / "out.npy"), "--qa", str(qa)]) == 0
     assert "qa: NPS mean frequency" in capsys.readouterr().out

@@ -77,10 +77,10 @@ def _sub(vol):
 def test_ldct_datasets_feed_a_monai_dataloader(shared_data, tmp_path):
     """The patch datasets of ``ldct.data.build_datasets`` (split by patient) work in MONAI's DataLoader with
     a MONAI transform, no ldct engine involved."""
+    from helpers_pairs import copy_real_pairs
     from monai.data import DataLoader
     from monai.transforms import RandGaussianNoised
 
-    from helpers_pairs import copy_real_pairs
     from ldct.data.build import build_datasets
 
     root = copy_real_pairs(shared_data, tmp_path / "pairs")
